@@ -1,0 +1,57 @@
+"""make_app(service, settings) -> faust.App, with the settings every service shares."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from apps.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_app(service: str, settings: Settings) -> faust.App:
+    port = settings.port_for(service)
+    (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        service,  # the app id is the service name: it names the group and the changelogs
+        broker=settings.broker,
+        store=settings.store,
+        datadir=str(settings.data_dir / service),
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_request_timeout=max(30.0, settings.session_timeout_s * 2),
+        consumer_max_fetch_size=1024**2,
+        producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000.0,
+        stream_wait_empty=False,
+        table_standby_replicas=settings.standby_replicas,
+        table_cleanup_interval=timedelta(minutes=10),
+        web_enabled=True,
+        web_port=port,
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
+        canonical_url=f"http://{settings.web_host}:{port}",
+        web_in_thread=False,
+        worker_redirect_stdouts=False,
+        logging_config=None,
+    )
+    # One registry per app, so two apps in a test process do not collide.
+    app.prometheus_registry = CollectorRegistry(auto_describe=True)  # type: ignore[attr-defined]
+    return app
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """RocksDB defaults to a 2 GiB block cache per table per partition; bound it."""
+    return {"block_cache_size": settings.block_cache_mb * 1024**2}

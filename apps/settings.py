@@ -1,0 +1,113 @@
+"""The one settings object. Every RISKSTREAM_* environment variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WEB_PORTS = {
+    "orchestrator": 6066,
+    "velocity": 6067,
+    "profile": 6068,
+    "geo": 6069,
+    "decision": 6070,
+}
+
+
+class SettingsError(SystemExit):
+    """A bad configuration value: startup stops with a message that names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RISKSTREAM_", frozen=True, extra="ignore")
+
+    # --- Kafka
+    broker: str = "kafka://127.0.0.1:9092"
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=16)
+    # Group membership: Faust's defaults make a worker wait ~30 s for partitions.
+    session_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    rebalance_timeout_s: float = Field(10.0, gt=0)
+    producer_linger_ms: float = Field(1.0, ge=0)
+
+    # --- State
+    data_dir: Path = Path("var/data")
+    store: str = "rocksdb://"
+    block_cache_mb: int = Field(32, ge=1)
+    standby_replicas: int = Field(1, ge=0)
+
+    # --- Web
+    web_host: str = "127.0.0.1"
+    web_bind: str = "0.0.0.0"
+    web_port: int | None = Field(None, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- Decision policy
+    deadline_ms: int = Field(2000, ge=1)
+    deadline_check_interval_ms: int = Field(100, ge=10)
+    weight_velocity: float = Field(1.0, ge=0)
+    weight_profile: float = Field(1.0, ge=0)
+    weight_geo: float = Field(1.0, ge=0)
+    review_threshold: float = Field(0.5, ge=0, le=1)
+    decline_threshold: float = Field(0.8, ge=0, le=1)
+    # What a missing agent does to the outcome: "ignore" scores on the agents that
+    # answered; "review" makes the outcome at least review; "decline" declines.
+    missing_agent_policy: Literal["ignore", "review", "decline"] = "review"
+
+    # --- Agent state bounds
+    max_events_per_account: int = Field(2000, ge=10)
+    max_events_per_merchant: int = Field(20000, ge=10)
+    allowed_lateness_s: int = Field(300, ge=0)
+    impossible_travel_kmh: float = Field(900.0, gt=0)
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_is_url(cls, v: str) -> str:
+        for url in v.split(";"):
+            if "://" not in url or not url.split("://", 1)[1]:
+                raise ValueError(f"{url!r} is not a broker URL like kafka://host:9092")
+        return v
+
+    @field_validator("store")
+    @classmethod
+    def _store_is_known(cls, v: str) -> str:
+        if v not in ("rocksdb://", "memory://"):
+            raise ValueError("store must be rocksdb:// or memory://")
+        return v
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if self.review_threshold > self.decline_threshold:
+            raise ValueError("review_threshold must not exceed decline_threshold")
+        if self.weight_velocity + self.weight_profile + self.weight_geo <= 0:
+            raise ValueError("at least one agent weight must be > 0")
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """host:port[,host:port] for plain Kafka clients."""
+        return ",".join(u.split("://", 1)[1] for u in self.broker.split(";"))
+
+    @property
+    def agent_weights(self) -> dict[str, float]:
+        return {"velocity": self.weight_velocity, "profile": self.weight_profile, "geo": self.weight_geo}
+
+    def port_for(self, service: str) -> int:
+        return self.web_port or DEFAULT_WEB_PORTS[service]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; a bad value stops startup with a message naming it."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in err["loc"])
+            name = f"RISKSTREAM_{field.upper()}" if field else "settings"
+            lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("riskstream: invalid configuration:\n" + "\n".join(lines)) from None

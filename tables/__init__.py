@@ -1,0 +1,1 @@
+"""riskstream state: pure state transitions and each service's table declarations."""

@@ -47,7 +47,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "velocity": ("account_velocity", "merchant_velocity"),
     "profile": ("account_profiles",),
     "geo": ("account_geo",),
-    "decision": ("analyses",),
+    "decision": ("pending_analyses", "decisions"),
 }
 
 

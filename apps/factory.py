@@ -55,3 +55,19 @@ def make_app(service: str, settings: Settings) -> faust.App:
 def rocksdb_options(settings: Settings) -> dict[str, int]:
     """RocksDB defaults to a 2 GiB block cache per table per partition; bound it."""
     return {"block_cache_size": settings.block_cache_mb * 1024**2}
+
+
+def raw_table(app: faust.App, settings: Settings, name: str) -> faust.Table:
+    """A changelog-backed table of raw bytes keyed by the UTF-8 source message key.
+
+    Keys and values are raw so that the router hashes the same bytes the
+    producer partitioned by; values are orjson documents we encode ourselves.
+    """
+    return app.Table(
+        name,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        options=rocksdb_options(settings),
+    )

@@ -94,7 +94,11 @@ class Settings(BaseSettings):
 
     @property
     def agent_weights(self) -> dict[str, float]:
-        return {"velocity": self.weight_velocity, "profile": self.weight_profile, "geo": self.weight_geo}
+        return {
+            "velocity": self.weight_velocity,
+            "profile": self.weight_profile,
+            "geo": self.weight_geo,
+        }
 
     def port_for(self, service: str) -> int:
         return self.web_port or DEFAULT_WEB_PORTS[service]

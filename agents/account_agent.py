@@ -1,0 +1,84 @@
+"""Wiring shared by the per-account agents (profile, geo): read, step, store, send.
+
+The agent-specific part is a pure `step(state, transaction) -> Step` function.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+from agents import topics
+from agents.contracts import Reason, Transaction, now_rfc3339
+from agents.results import agent_result
+from apps.metrics import Metrics
+from tables.idempotency import dump_record, load_record, previous_result, with_result
+
+log = logging.getLogger(__name__)
+
+# How many recent results per account are kept to answer redeliveries identically.
+RECENT_RESULTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: dict[str, Any]  # the new state, JSON-serialisable
+    score: float
+    reasons: list[Reason]
+    features: dict[str, Any]
+    late: bool = False
+
+
+StepFn = Callable[[dict[str, Any] | None, Transaction], Step]
+
+
+def parse_request(raw: bytes | None) -> tuple[dict[str, Any], Transaction]:
+    request = orjson.loads(raw)  # type: ignore[arg-type]
+    return request, Transaction.model_validate(request["transaction"])
+
+
+def register_account_agent(
+    app: faust.App, agent: str, table: faust.Table, step: StepFn, metrics: Metrics
+) -> None:
+    requests = app.topic(topics.requests_topic(agent))
+    results = app.topic(topics.results_topic(agent))
+    requests_name = topics.requests_topic(agent)
+
+    async def score_accounts(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            try:
+                request, tx = parse_request(event.value)
+            except Exception as exc:  # an internal topic, but never crash on input
+                metrics.invalid_internal.labels(requests_name).inc()
+                log.error("unreadable request at %s: %r", event.message.tp, exc)
+                continue
+            key = tx.account_id.encode()
+            record = load_record(table.get(key))
+            result = previous_result(record, tx.transaction_id)
+            if result is None:
+                out = step(record["state"], tx)
+                result = agent_result(
+                    agent,
+                    request,
+                    score=out.score,
+                    reasons=out.reasons,
+                    features=out.features,
+                    processed_at=now_rfc3339(),
+                )
+                table[key] = dump_record(
+                    with_result(record, out.state, tx.transaction_id, result, RECENT_RESULTS)
+                )
+                if out.late:
+                    metrics.late_events.labels(agent).inc()
+                metrics.agent_results.labels(agent).inc()
+                metrics.agent_scores.labels(agent).observe(result["score"])
+            else:
+                metrics.duplicates.labels(agent).inc()
+            await results.send(key=request["analysis_id"].encode(), value=orjson.dumps(result))
+
+    app.agent(requests, name=f"score_{agent}")(score_accounts)

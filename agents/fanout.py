@@ -1,0 +1,36 @@
+"""What the orchestrator sends for one accepted transaction. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from agents.contracts import AnalysisRequest, Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    analysis_id: str
+    agent_request: bytes  # to agent.<name>.requests, keyed by account_id
+    decision_request: bytes  # to agent.decision.requests, keyed by analysis_id
+
+
+def fan_out(
+    tx: Transaction, *, requested_at: str, expected_agents: list[str], deadline_ms: int
+) -> FanOut:
+    request = AnalysisRequest(
+        analysis_id=tx.analysis_id,
+        transaction_id=tx.transaction_id,
+        account_id=tx.account_id,
+        event_time=tx.timestamp,
+        requested_at=requested_at,
+        transaction=tx.to_json_dict(),
+    )
+    body = request.model_dump(mode="json", exclude_none=True)
+    decision_body = {**body, "expected_agents": expected_agents, "deadline_ms": deadline_ms}
+    return FanOut(
+        analysis_id=request.analysis_id,
+        agent_request=orjson.dumps(body),
+        decision_request=orjson.dumps(decision_body),
+    )

@@ -1,0 +1,103 @@
+"""Orchestrator wiring: validate raw transactions, dead-letter the bad, fan out the good."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from agents import topics
+from agents.contracts import AGENT_NAMES, SourcePosition, Transaction, dumps, now_rfc3339
+from agents.fanout import fan_out
+from agents.validation import Rejected, dead_letter, fingerprint, parse_transaction
+from apps.metrics import Metrics
+from apps.settings import Settings
+from tables.orchestrator import OrchestratorTables
+
+log = logging.getLogger(__name__)
+
+# Re-keyed messages carry where they first arrived, so a dead letter names it.
+SOURCE_HEADER = "riskstream-source"
+
+
+def register(
+    app: faust.App, settings: Settings, tables: OrchestratorTables, metrics: Metrics
+) -> None:
+    transactions = app.topic(topics.TRANSACTIONS)
+    by_account = app.topic(topics.TRANSACTIONS_BY_ACCOUNT)
+    dead_letters = app.topic(topics.DEAD_LETTERS)
+    decision_requests = app.topic(topics.DECISION_REQUESTS)
+    agent_requests = [app.topic(topics.requests_topic(name)) for name in AGENT_NAMES]
+    seen = tables.seen_transactions
+
+    async def handle(event: faust.EventT, may_rekey: bool) -> None:
+        raw: bytes | None = event.value
+        source = _source_of(event)
+        parsed = parse_transaction(raw)
+        if isinstance(parsed, Rejected):
+            await _dead_letter(parsed, raw, event.key, source)
+            return
+        tx: Transaction = parsed
+        account_key = tx.account_id.encode()
+        if event.key != account_key:
+            if may_rekey:
+                # Duplicates must meet on one partition: route by account first.
+                headers = {SOURCE_HEADER: f"{source.topic}:{source.partition}:{source.offset}"}
+                await by_account.send(key=account_key, value=raw, headers=headers)
+                return
+            log.error("re-keyed message with key %r for account %r", event.key, tx.account_id)
+        digest = fingerprint(tx)
+        tx_key = tx.transaction_id.encode()
+        known = seen.get(tx_key)
+        if known is not None and known.decode() != digest:
+            rejected = Rejected(
+                "conflicting_duplicate",
+                f"transaction_id {tx.transaction_id!r} was already accepted with a different body",
+            )
+            await _dead_letter(rejected, raw, event.key, source)
+            return
+        if known is None:
+            seen[tx_key] = digest.encode()
+            metrics.transactions_accepted.inc()
+        else:
+            # Same body again: a redelivery or a resend. Sending the requests again
+            # is safe (agents and decision are idempotent per transaction) and covers
+            # a crash between the table write and the sends.
+            metrics.duplicates.labels("orchestrator").inc()
+        out = fan_out(
+            tx,
+            requested_at=now_rfc3339(),
+            expected_agents=list(AGENT_NAMES),
+            deadline_ms=settings.deadline_ms,
+        )
+        for topic in agent_requests:
+            await topic.send(key=account_key, value=out.agent_request)
+        await decision_requests.send(key=out.analysis_id.encode(), value=out.decision_request)
+
+    async def _dead_letter(
+        rejected: Rejected, raw: bytes | None, key: bytes | None, source: SourcePosition
+    ) -> None:
+        letter = dead_letter(rejected, raw, source, now_rfc3339())
+        metrics.dead_letters.labels(rejected.reason).inc()
+        log.info("dead letter %s at %s: %s", rejected.reason, source, rejected.error)
+        await dead_letters.send(key=key, value=dumps(letter))
+
+    @app.agent(transactions, name="validate_transactions")
+    async def validate_transactions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await handle(event, may_rekey=True)
+
+    @app.agent(by_account, name="analyse_rekeyed_transactions")
+    async def analyse_rekeyed_transactions(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await handle(event, may_rekey=False)
+
+
+def _source_of(event: faust.EventT) -> SourcePosition:
+    headers = event.message.headers or []
+    for name, value in headers if isinstance(headers, list) else headers.items():
+        if name == SOURCE_HEADER and value:
+            topic, partition, offset = value.decode().rsplit(":", 2)
+            return SourcePosition(topic=topic, partition=int(partition), offset=int(offset))
+    msg = event.message
+    return SourcePosition(topic=msg.topic, partition=msg.partition, offset=msg.offset)

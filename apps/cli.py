@@ -1,0 +1,104 @@
+"""The `riskstream` command: up, worker, replay, topics create, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from agents.topics import SERVICES
+from apps.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="riskstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole pipeline on this machine")
+    up.add_argument("--broker", help="Kafka URL (kafka://host:port); default: the embedded broker")
+    up.add_argument("--broker-port", type=int, default=9092, help="embedded broker port")
+    up.add_argument("--demo", action="store_true", help="stream a generated data set")
+    up.add_argument("--demo-transactions", type=int, default=5000)
+    up.add_argument("--demo-rate", type=float, default=100.0, help="demo transactions per second")
+    up.add_argument("--replay", type=Path, metavar="FILE", help="produce a file of transactions")
+    up.add_argument("--exit-after-demo", action="store_true", help="stop once the demo is decided")
+    up.add_argument("--quiet", action="store_true", help="summary lines only")
+    up.add_argument("--port-base", type=int, default=6066, help="first of five web ports")
+    up.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for /ready")
+
+    worker = sub.add_parser("worker", help="run one service against RISKSTREAM_BROKER")
+    worker.add_argument("service", choices=SERVICES)
+
+    replay = sub.add_parser("replay", help="produce a CSV, JSONL or Parquet file to `transactions`")
+    replay.add_argument("file", type=Path)
+    replay.add_argument(
+        "--rate", type=float, default=0.0, help="messages per second (0: as fast as possible)"
+    )
+    replay.add_argument("--broker", help="Kafka URL; default RISKSTREAM_BROKER")
+
+    topics_cmd = sub.add_parser("topics", help="topic administration")
+    topics_sub = topics_cmd.add_subparsers(dest="topics_command", required=True)
+    create = topics_sub.add_parser(
+        "create", help="create every topic with the configured partitions"
+    )
+    create.add_argument("--broker", help="Kafka URL; default RISKSTREAM_BROKER")
+
+    demo = sub.add_parser("demo", help="write the generated demo data set to a file")
+    demo.add_argument("file", type=Path, help=".jsonl, .csv or .parquet")
+    demo.add_argument("--transactions", type=int, default=5000)
+    demo.add_argument("--seed", type=int, default=7)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    if args.command == "worker":
+        return run_worker(args.service)
+    if args.command == "up":
+        from apps.up import run_up
+
+        return run_up(args)
+    if args.command == "replay":
+        from apps.replay import run_replay
+
+        settings = load_settings(**({"broker": args.broker} if args.broker else {}))
+        return asyncio.run(run_replay(settings, args.file, rate=args.rate))
+    if args.command == "topics":
+        from apps.kafka import create_topics
+
+        settings = load_settings(**({"broker": args.broker} if args.broker else {}))
+        created = asyncio.run(create_topics(settings))
+        print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+        return 0
+    if args.command == "demo":
+        from agents.demo import DemoConfig, generate
+        from agents.files import write_transactions
+
+        n = write_transactions(
+            args.file, generate(DemoConfig(seed=args.seed, transactions=args.transactions))
+        )
+        print(f"wrote {n} transactions to {args.file}")
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def run_worker(service: str) -> int:
+    import faust
+    import mode.loop
+
+    from apps.services import create_service_app
+
+    settings = load_settings()
+    mode.loop.use("uvloop")
+    app = create_service_app(service, settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Business metrics, beside Faust's own Prometheus sensor, on the app's registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+@dataclass(frozen=True)
+class Metrics:
+    transactions_accepted: Counter
+    duplicates: Counter
+    dead_letters: Counter
+    agent_results: Counter
+    agent_scores: Histogram
+    late_events: Counter
+    invalid_internal: Counter
+    decisions: Counter
+    decision_latency: Histogram
+    missing_agents: Counter
+    late_results: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> Metrics:
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(f"riskstream_{name}", doc, labels, registry=registry)
+
+        return cls(
+            transactions_accepted=counter(
+                "transactions_accepted", "Valid transactions analysed for the first time"
+            ),
+            duplicates=counter(
+                "duplicate_transactions", "Transactions seen again with the same body", ("service",)
+            ),
+            dead_letters=counter("dead_letters", "Messages sent to transactions.dlq", ("reason",)),
+            agent_results=counter("agent_results", "Agent results published", ("agent",)),
+            agent_scores=Histogram(
+                "riskstream_agent_score",
+                "Scores published by each agent",
+                ("agent",),
+                buckets=SCORE_BUCKETS,
+                registry=registry,
+            ),
+            late_events=counter(
+                "late_events", "Events later than the allowed lateness (still scored)", ("agent",)
+            ),
+            invalid_internal=counter(
+                "invalid_internal_messages", "Internal messages that could not be read", ("topic",)
+            ),
+            decisions=counter("decisions", "Decisions published", ("outcome",)),
+            decision_latency=Histogram(
+                "riskstream_decision_latency_seconds",
+                "From the analysis request to the decision",
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            missing_agents=counter(
+                "missing_agents", "Decisions made without an agent's answer", ("agent",)
+            ),
+            late_results=counter(
+                "late_agent_results", "Agent results that arrived after the decision", ("agent",)
+            ),
+        )

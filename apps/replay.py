@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agents.files import count_transactions, read_transactions
+from agents.files import RAW, count_transactions, read_transactions
 from apps.kafka import produce
 from apps.settings import Settings
 
@@ -17,8 +17,9 @@ from apps.settings import Settings
 def file_messages(rows: Iterator[dict[str, Any]]) -> Iterator[tuple[bytes | None, bytes]]:
     """Rows as they go on the wire: keyed by account_id; an unreadable line as it was."""
     for row in rows:
-        if "__raw__" in row:
-            yield None, row["__raw__"].encode()
+        if RAW in row:
+            raw = row[RAW]  # bytes when the line was not UTF-8
+            yield None, raw if isinstance(raw, bytes) else raw.encode()
             continue
         account = row.get("account_id")
         key = account.encode() if isinstance(account, str) else None

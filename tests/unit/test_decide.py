@@ -1,0 +1,105 @@
+"""The decision policy and the join state behind it."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.decide import Policy, combined_score, decide, outcome_for
+from tables.join_state import Analysis, complete, with_request, with_result
+
+REQUEST = {
+    "analysis_id": "a-1",
+    "transaction_id": "tx-1",
+    "account_id": "acct-1",
+    "event_time": "2025-01-01T00:00:13Z",
+    "requested_at": "2026-01-01T00:00:00Z",
+    "transaction": {},
+    "expected_agents": ["velocity", "profile", "geo"],
+    "deadline_ms": 500,
+}
+
+
+def result(agent: str, score: float, *codes: str) -> dict:
+    return {
+        "agent": agent,
+        "analysis_id": "a-1",
+        "score": score,
+        "reasons": [{"code": c, "detail": f"{c} fired"} for c in codes],
+    }
+
+
+POLICY = Policy(weights={"velocity": 1.0, "profile": 1.0, "geo": 1.0})
+
+
+def test_one_confident_agent_is_enough_to_decline():
+    assert combined_score({"velocity": 0.0, "profile": 0.0, "geo": 0.9}, POLICY.weights) == 0.9
+    assert outcome_for(0.9, POLICY, []) == "decline"
+
+
+def test_weak_signals_add_up_but_stay_within_one():
+    score = combined_score({"velocity": 0.4, "profile": 0.4, "geo": 0.4}, POLICY.weights)
+    assert 0.78 < score < 0.79
+    assert combined_score({"a": 1.0, "b": 1.0}, {"a": 5.0, "b": 5.0}) == 1.0
+
+
+def test_a_zero_weight_silences_an_agent():
+    assert combined_score({"geo": 0.9}, {"geo": 0.0}) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("score", "outcome"), [(0.0, "approve"), (0.49, "approve"), (0.5, "review"), (0.8, "decline")]
+)
+def test_thresholds_pick_the_outcome(score: float, outcome: str):
+    assert outcome_for(score, POLICY, []) == outcome
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("ignore", "approve"), ("review", "review"), ("decline", "decline")]
+)
+def test_the_missing_agent_policy_sets_a_floor(policy: str, expected: str):
+    p = Policy(weights=POLICY.weights, missing_agent_policy=policy)
+    assert outcome_for(0.1, p, ["geo"]) == expected
+    assert outcome_for(0.9, p, ["geo"]) == "decline"  # a floor never lowers an outcome
+
+
+def test_the_join_completes_when_every_expected_agent_answered_in_any_order():
+    state = Analysis("a-1")
+    state = with_result(state, result("geo", 0.1))
+    assert not complete(state)  # no request yet: who is expected is unknown
+    state = with_request(state, REQUEST)
+    state = with_result(state, result("velocity", 0.2))
+    assert state.missing_agents == ["profile"]
+    state = with_result(state, result("profile", 0.3))
+    assert complete(state)
+
+
+def test_a_redelivered_result_or_request_changes_nothing():
+    state = with_result(with_request(Analysis("a-1"), REQUEST), result("geo", 0.1))
+    again = with_result(with_request(state, {**REQUEST, "requested_at": "later"}), result("geo", 0.9))
+    assert again.to_dict() == state.to_dict()
+
+
+def test_the_join_state_round_trips_through_a_dict():
+    state = with_result(with_request(Analysis("a-1"), REQUEST), result("geo", 0.1, "GEO_X"))
+    assert Analysis.from_dict(state.to_dict()).to_dict() == state.to_dict()
+
+
+def test_a_decision_names_reasons_by_agent_and_missing_agents():
+    state = with_request(Analysis("a-1"), REQUEST)
+    state = with_result(state, result("velocity", 0.2))
+    state = with_result(state, result("geo", 0.9, "GEO_IMPOSSIBLE_TRAVEL"))
+    d = decide(state, POLICY, decided_at="2026-01-01T00:00:00.100Z", latency_ms=100.0)
+    assert d.outcome == "decline" and d.score == 0.92
+    assert d.missing_agents == ["profile"]
+    assert [(r.agent, r.code) for r in d.reasons] == [("geo", "GEO_IMPOSSIBLE_TRAVEL")]
+    assert set(d.agents) == {"velocity", "geo"}
+    assert d.transaction_id == "tx-1" and d.event_time == "2025-01-01T00:00:13Z"
+
+
+def test_the_same_inputs_give_the_same_decision_apart_from_wall_clock_fields():
+    state = with_result(with_request(Analysis("a-1"), REQUEST), result("geo", 0.6, "GEO_FAR"))
+    a = decide(state, POLICY, decided_at="t1", latency_ms=1).model_dump()
+    b = decide(state, POLICY, decided_at="t2", latency_ms=2).model_dump()
+    for d in (a, b):
+        d.pop("decided_at"), d.pop("latency_ms")
+    assert a == b

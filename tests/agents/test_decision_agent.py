@@ -1,0 +1,128 @@
+"""The decision agent: one decision per analysis, whatever arrives and how often."""
+
+from __future__ import annotations
+
+import orjson
+
+from agents import topics
+from agents.contracts import analysis_id_for, now_rfc3339
+from apps.decision import create_app
+from tests.agents.conftest import Harness
+from tests.kafka_helpers import read_topic
+
+AID = analysis_id_for("tx-1")
+
+
+def request(deadline_ms: int = 60_000) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "analysis_id": AID,
+            "transaction_id": "tx-1",
+            "account_id": "acct-1",
+            "event_time": "2025-01-01T00:00:00Z",
+            "requested_at": now_rfc3339(),
+            "transaction": {},
+            "expected_agents": ["velocity", "profile", "geo"],
+            "deadline_ms": deadline_ms,
+        }
+    )
+
+
+def result(agent: str, score: float, *codes: str) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "analysis_id": AID,
+            "agent": agent,
+            "transaction_id": "tx-1",
+            "account_id": "acct-1",
+            "score": score,
+            "reasons": [{"code": c, "detail": c.lower()} for c in codes],
+            "features": {},
+            "event_time": "2025-01-01T00:00:00Z",
+            "processed_at": now_rfc3339(),
+        }
+    )
+
+
+async def decisions(settings, until: int = 1, timeout_s: float = 10) -> list:
+    return await read_topic(
+        settings.bootstrap_servers, topics.DECISIONS, settings.partitions, until=until, timeout_s=timeout_s
+    )
+
+
+async def test_all_three_answers_make_one_decision_with_every_reason(settings):
+    app = create_app(settings)
+    async with Harness(app, "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(result("geo", 0.9, "GEO_IMPOSSIBLE_TRAVEL"), key, topic="agent.geo.results")
+        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
+        await h.put(result("velocity", 0.0), key, topic="agent.velocity.results")
+        await h.put(result("profile", 0.2, "PROFILE_NEW_MERCHANT"), key, topic="agent.profile.results")
+        await h.flush()
+        stored = orjson.loads(app.tables["decisions"][key])["decision"]
+    [msg] = await decisions(settings)
+    d = msg.json
+    assert msg.key == key and d == stored
+    assert d["outcome"] == "decline" and d["missing_agents"] == []
+    assert {r["code"] for r in d["reasons"]} == {"GEO_IMPOSSIBLE_TRAVEL", "PROFILE_NEW_MERCHANT"}
+    assert d["latency_ms"] >= 0
+
+
+async def test_redelivered_inputs_after_the_decision_publish_nothing_more(settings):
+    async with Harness(create_app(settings), "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
+        for agent in ("velocity", "profile", "geo"):
+            await h.put(result(agent, 0.1), key, topic=topics.results_topic(agent))
+        for agent in ("velocity", "profile", "geo"):
+            await h.put(result(agent, 0.9), key, topic=topics.results_topic(agent))
+        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
+        await h.flush()
+    out = await decisions(settings, until=2, timeout_s=3)
+    assert len(out) == 1
+    assert out[0].json["outcome"] == "approve"
+
+
+async def test_a_deadline_tick_decides_with_the_missing_agents_named(settings):
+    async with Harness(create_app(settings), "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(request(deadline_ms=1), key, topic=topics.DECISION_REQUESTS)
+        await h.put(result("velocity", 0.1), key, topic=topics.results_topic("velocity"))
+        tick = orjson.dumps({"analysis_id": AID})
+        await h.put(tick, key, topic=topics.DECISION_DEADLINES)
+        await h.put(result("geo", 0.9), key, topic=topics.results_topic("geo"))  # too late
+        await h.flush()
+    [msg] = await decisions(settings)
+    assert msg.json["missing_agents"] == ["profile", "geo"]
+    assert msg.json["outcome"] == "review"  # missing_agent_policy defaults to review
+
+
+async def test_a_tick_before_the_deadline_does_not_decide(settings):
+    async with Harness(create_app(settings), "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(request(deadline_ms=60_000), key, topic=topics.DECISION_REQUESTS)
+        await h.put(orjson.dumps({"analysis_id": AID}), key, topic=topics.DECISION_DEADLINES)
+        await h.flush()
+    assert await decisions(settings, until=1, timeout_s=2) == []
+
+
+async def test_an_unreadable_internal_message_is_counted_and_skipped(settings):
+    app = create_app(settings)
+    async with Harness(app, "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(b"{broken", key, topic=topics.results_topic("geo"))
+        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
+        for agent in ("velocity", "profile", "geo"):
+            await h.put(result(agent, 0.0), key, topic=topics.results_topic(agent))
+        await h.flush()
+    [msg] = await decisions(settings)
+    assert msg.json["outcome"] == "approve"
+    samples = {
+        s.labels.get("topic"): s.value
+        for m in app.prometheus_registry.collect()
+        for s in m.samples
+        if s.name == "riskstream_invalid_internal_messages_total"
+    }
+    assert samples == {"agent.geo.results": 1.0}

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import faust
 import orjson
 
 from agents import topics
-from agents.contracts import Reason, Transaction, now_rfc3339
+from agents.contracts import Transaction, now_rfc3339
 from agents.results import agent_result
+from agents.steps import Step
 from apps.metrics import Metrics
 from tables.idempotency import dump_record, load_record, previous_result, with_result
 
@@ -23,15 +23,6 @@ log = logging.getLogger(__name__)
 
 # How many recent results per account are kept to answer redeliveries identically.
 RECENT_RESULTS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    state: dict[str, Any]  # the new state, JSON-serialisable
-    score: float
-    reasons: list[Reason]
-    features: dict[str, Any]
-    late: bool = False
 
 
 StepFn = Callable[[dict[str, Any] | None, Transaction], Step]

@@ -42,7 +42,9 @@ def register(
         if event.key != account_key:
             if may_rekey:
                 # Duplicates must meet on one partition: route by account first.
-                headers = {SOURCE_HEADER: f"{source.topic}:{source.partition}:{source.offset}".encode()}
+                headers = {
+                    SOURCE_HEADER: f"{source.topic}:{source.partition}:{source.offset}".encode()
+                }
                 await by_account.send(key=account_key, value=raw, headers=headers)
                 return
             log.error("re-keyed message with key %r for account %r", event.key, tx.account_id)

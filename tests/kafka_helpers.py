@@ -12,11 +12,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Producer
 
 
-def produce(bootstrap: str, messages: list[tuple[bytes | None, bytes]], topic: str = "transactions") -> None:
+def produce(
+    bootstrap: str, messages: list[tuple[bytes | None, bytes]], topic: str = "transactions"
+) -> None:
     """Produce like a user would: librdkafka, with the Java client's partitioner so
     keyed messages land where any Kafka client would put them."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5, "acks": "all"}
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "acks": "all",
+        }
     )
     for key, value in messages:
         producer.produce(topic, value=value, key=key)
@@ -35,7 +42,9 @@ async def read_topic(
     idle_s: float | None = None,
 ) -> list[Any]:
     """Read a topic from the start until `until` messages arrived, or no new ones for `idle_s`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     out: list[Any] = []
     try:
@@ -60,7 +69,13 @@ async def read_topic(
 
 class Message:
     def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes):
-        self.topic, self.partition, self.offset, self.key, self.value = topic, partition, offset, key, value
+        self.topic, self.partition, self.offset, self.key, self.value = (
+            topic,
+            partition,
+            offset,
+            key,
+            value,
+        )
 
     @property
     def json(self) -> Any:

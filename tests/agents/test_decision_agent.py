@@ -48,7 +48,11 @@ def result(agent: str, score: float, *codes: str) -> bytes:
 
 async def decisions(settings, until: int = 1, timeout_s: float = 10) -> list:
     return await read_topic(
-        settings.bootstrap_servers, topics.DECISIONS, settings.partitions, until=until, timeout_s=timeout_s
+        settings.bootstrap_servers,
+        topics.DECISIONS,
+        settings.partitions,
+        until=until,
+        timeout_s=timeout_s,
     )
 
 
@@ -59,7 +63,9 @@ async def test_all_three_answers_make_one_decision_with_every_reason(settings):
         await h.put(result("geo", 0.9, "GEO_IMPOSSIBLE_TRAVEL"), key, topic="agent.geo.results")
         await h.put(request(), key, topic=topics.DECISION_REQUESTS)
         await h.put(result("velocity", 0.0), key, topic="agent.velocity.results")
-        await h.put(result("profile", 0.2, "PROFILE_NEW_MERCHANT"), key, topic="agent.profile.results")
+        await h.put(
+            result("profile", 0.2, "PROFILE_NEW_MERCHANT"), key, topic="agent.profile.results"
+        )
         await h.flush()
         stored = orjson.loads(app.tables["decisions"][key])["decision"]
     [msg] = await decisions(settings)

@@ -75,7 +75,9 @@ def test_the_join_completes_when_every_expected_agent_answered_in_any_order():
 
 def test_a_redelivered_result_or_request_changes_nothing():
     state = with_result(with_request(Analysis("a-1"), REQUEST), result("geo", 0.1))
-    again = with_result(with_request(state, {**REQUEST, "requested_at": "later"}), result("geo", 0.9))
+    again = with_result(
+        with_request(state, {**REQUEST, "requested_at": "later"}), result("geo", 0.9)
+    )
     assert again.to_dict() == state.to_dict()
 
 

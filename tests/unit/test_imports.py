@@ -8,7 +8,7 @@ import agents
 import apps
 import tables
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_packages_come_from_this_repository():

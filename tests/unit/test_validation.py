@@ -44,7 +44,18 @@ def test_the_contract_example_is_a_valid_transaction():
 
 
 def test_only_required_fields_are_enough():
-    required = {k: VALID[k] for k in ("schema_version", "transaction_id", "account_id", "amount", "currency", "timestamp", "merchant_id")}
+    required = {
+        k: VALID[k]
+        for k in (
+            "schema_version",
+            "transaction_id",
+            "account_id",
+            "amount",
+            "currency",
+            "timestamp",
+            "merchant_id",
+        )
+    }
     assert isinstance(parse(required), Transaction)
 
 
@@ -155,6 +166,8 @@ def test_a_dead_letter_carries_the_source_and_the_payload():
     letter = dead_letter(Rejected("invalid_json", "bad"), b"{oops", source, "2026-01-01T00:00:00Z")
     assert letter.payload == "{oops" and letter.payload_encoding == "utf-8"
     assert letter.source.offset == 17
-    binary = dead_letter(Rejected("invalid_json", "bad"), b"\xff\x00", source, "2026-01-01T00:00:00Z")
+    binary = dead_letter(
+        Rejected("invalid_json", "bad"), b"\xff\x00", source, "2026-01-01T00:00:00Z"
+    )
     assert binary.payload_encoding == "base64"
     assert base64.b64decode(binary.payload) == b"\xff\x00"

@@ -1,0 +1,76 @@
+"""velocity: event-time sliding windows per account and per merchant.
+
+Consumes: agent.velocity.requests (key account_id),
+          riskstream.velocity.by-merchant (its own second stage, key merchant_id)
+Produces: agent.velocity.results (key analysis_id, value AgentResult)
+Tables:   account_velocity (account_id -> recent events), merchant_velocity (merchant_id -> recent events)
+HTTP:     GET /accounts/{account_id}/velocity, GET /merchants/{merchant_id}/velocity
+Run:      riskstream worker velocity   (web port 6067 unless RISKSTREAM_WEB_PORT)
+"""
+
+from __future__ import annotations
+
+import faust
+import orjson
+from faust.web import Request, Response, View
+
+from agents import velocity
+from agents.contracts import ms_to_rfc3339
+from apps.factory import make_app
+from apps.metrics import Metrics
+from apps.settings import Settings, load_settings
+from apps.web import install_common_views, routed_lookup
+from tables.agents import declare_velocity
+from tables.windows import AccountVelocity, MerchantVelocity, account_windows, merchant_windows
+
+
+def account_view(raw: bytes, account_id: str) -> dict:
+    state = AccountVelocity.from_dict(orjson.loads(raw))
+    return {
+        "account_id": account_id,
+        "as_of": ms_to_rfc3339(state.max_time_ms),
+        "windows": account_windows(state, state.max_time_ms),
+        "late_events": state.late_events,
+    }
+
+
+def merchant_view(raw: bytes, merchant_id: str) -> dict:
+    state = MerchantVelocity.from_dict(orjson.loads(raw))
+    return {
+        "merchant_id": merchant_id,
+        "as_of": ms_to_rfc3339(state.max_time_ms),
+        "windows": merchant_windows(state, state.max_time_ms),
+    }
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or load_settings()
+    app = make_app("velocity", settings)
+    metrics = Metrics.create(app.prometheus_registry)
+    tables = declare_velocity(app, settings)
+    velocity.register(app, settings, tables, metrics)
+    install_common_views(app)
+
+    @app.page("/accounts/{account_id}/velocity")
+    async def account_velocity(self: View, request: Request, account_id: str) -> Response:
+        return await routed_lookup(
+            app,
+            request,
+            tables.account_velocity,
+            account_id,
+            lambda raw: account_view(raw, account_id),
+            "velocity state for account",
+        )
+
+    @app.page("/merchants/{merchant_id}/velocity")
+    async def merchant_velocity(self: View, request: Request, merchant_id: str) -> Response:
+        return await routed_lookup(
+            app,
+            request,
+            tables.merchant_velocity,
+            merchant_id,
+            lambda raw: merchant_view(raw, merchant_id),
+            "velocity state for merchant",
+        )
+
+    return app

@@ -1,0 +1,299 @@
+"""Exact event-time sliding windows: tables.windows."""
+
+from __future__ import annotations
+
+import copy
+import math
+from datetime import UTC, datetime
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tables.windows import (
+    ACCOUNT_WINDOWS_MS,
+    MERCHANT_WINDOWS_MS,
+    AccountVelocity,
+    MerchantVelocity,
+    account_windows,
+    apply_account_event,
+    apply_merchant_event,
+    merchant_windows,
+)
+
+MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+T0 = int(datetime(2001, 3, 4, 12, 0, tzinfo=UTC).timestamp() * 1000)  # far from today
+
+
+def add(state, time_ms, tx, amount=10.0, merchant="m1", *, max_events=1000, lateness_ms=HOUR):
+    return apply_account_event(
+        state,
+        time_ms=time_ms,
+        transaction_id=tx,
+        amount=amount,
+        merchant_id=merchant,
+        max_events=max_events,
+        allowed_lateness_ms=lateness_ms,
+    )
+
+
+def build(*events, **kwargs) -> AccountVelocity:
+    state = None
+    for event in events:
+        state = add(state, *event, **kwargs).state
+    return state
+
+
+def test_a_window_counts_events_after_its_start_and_up_to_as_of():
+    state = build((T0 - MIN, "edge"), (T0 - MIN + 1, "inside"), (T0, "now"), (T0 + 1, "future"))
+    w = account_windows(state, T0)
+    assert w["1m"]["count"] == 2  # "edge" is exactly one minute old: out; "future": out
+    assert w["10m"]["count"] == 3
+
+
+def test_windows_report_count_sum_max_and_distinct_merchants():
+    state = build(
+        (T0 - 30 * MIN, "a", 100.0, "m1"),
+        (T0 - 5 * MIN, "b", 20.5, "m2"),
+        (T0, "c", 30.0, "m2"),
+    )
+    w = account_windows(state, T0)
+    assert list(w) == ["1m", "10m", "1h", "24h"]
+    assert w["1m"] == {"count": 1, "sum": 30.0, "max": 30.0, "distinct_merchants": 1}
+    assert w["10m"] == {"count": 2, "sum": 50.5, "max": 30.0, "distinct_merchants": 1}
+    assert w["1h"] == {"count": 3, "sum": 150.5, "max": 100.0, "distinct_merchants": 2}
+
+
+def test_window_sums_are_rounded_to_cents():
+    state = build((T0 - 1, "a", 0.1), (T0, "b", 0.2))
+    assert account_windows(state, T0)["1m"]["sum"] == 0.3
+
+
+def test_an_empty_window_has_zero_count_sum_and_max():
+    state = build((T0 - 2 * HOUR, "a"))
+    assert account_windows(state, T0)["1h"] == {
+        "count": 0,
+        "sum": 0.0,
+        "max": 0.0,
+        "distinct_merchants": 0,
+    }
+
+
+def test_a_duplicate_transaction_changes_nothing():
+    state = build((T0, "a", 10.0), (T0 + MIN, "b", 20.0))
+    before = state.to_dict()
+    applied = add(state, T0 + 2 * MIN, "a", 999.0, "elsewhere")
+    assert applied.duplicate and not applied.late
+    assert applied.state.to_dict() == before
+    assert account_windows(applied.state, T0 + 2 * MIN)["10m"]["count"] == 2
+
+
+def test_an_out_of_order_event_is_inserted_in_time_order():
+    state = build((T0, "a"), (T0 + 10 * MIN, "c"), (T0 + 5 * MIN, "b"))
+    assert [e[1] for e in state.events] == ["a", "b", "c"]
+    assert state.max_time_ms == T0 + 10 * MIN
+
+
+def test_windows_as_of_an_earlier_time_do_not_see_later_events():
+    state = build((T0, "a"), (T0 + 30 * MIN, "b"))
+    assert account_windows(state, T0)["1h"]["count"] == 1
+
+
+def test_an_event_beyond_the_allowed_lateness_is_flagged_late_but_still_counted():
+    state = build((T0, "a"))
+    applied = add(state, T0 - 2 * HOUR, "old", lateness_ms=HOUR)
+    assert applied.late and not applied.duplicate
+    assert applied.state.late_events == 1
+    assert account_windows(applied.state, T0)["24h"]["count"] == 2
+
+
+def test_an_event_within_the_allowed_lateness_is_not_late():
+    state = build((T0, "a"))
+    applied = add(state, T0 - 30 * MIN, "b", lateness_ms=HOUR)
+    assert not applied.late
+    assert applied.state.late_events == 0
+
+
+def test_an_event_older_than_24h_is_late_and_not_kept():
+    state = build((T0, "a"))
+    applied = add(state, T0 - DAY, "ancient")
+    assert applied.late
+    assert applied.state.late_events == 1
+    assert [e[1] for e in applied.state.events] == ["a"]
+
+
+def test_eviction_follows_event_time_not_the_wall_clock():
+    # Events from 2001 stay while no newer event arrives, whatever today is.
+    state = build((T0, "a"), (T0 + 1, "a2"), (T0 + HOUR, "b"))
+    assert len(state.events) == 3
+    state = add(state, T0 + DAY, "c").state
+    # "a" is exactly 24 h older than the newest event: gone; "a2" is 1 ms younger: kept.
+    assert [e[1] for e in state.events] == ["a2", "b", "c"]
+    state = add(state, T0 + DAY + HOUR, "d").state
+    assert [e[1] for e in state.events] == ["c", "d"]
+
+
+def test_max_events_keeps_only_the_newest_events():
+    state = build(*[(T0 + i * 1000, f"t{i}") for i in range(10)], max_events=3)
+    assert [e[1] for e in state.events] == ["t7", "t8", "t9"]
+
+
+def test_applying_an_event_never_mutates_the_input_state():
+    state = build((T0, "a"), (T0 + MIN, "b"))
+    snapshot = copy.deepcopy(state)
+    add(state, T0 + 30_000, "c")
+    add(state, T0 + DAY + 1, "d")
+    assert state == snapshot
+
+
+def test_account_state_round_trips_through_orjson_and_keeps_working():
+    state = build((T0, "a", 12.5, "m1"), (T0 + MIN, "b", 7.25, "m2"), (T0 - HOUR * 2, "c"))
+    restored = AccountVelocity.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    assert restored == state
+    # Restored events must still sort against new ones (tuples, not lists).
+    restored = add(restored, T0 + 30_000, "d").state
+    assert [e[1] for e in restored.events] == ["c", "a", "d", "b"]
+
+
+def test_merchant_windows_count_distinct_accounts():
+    state = None
+    for i, (time_ms, account) in enumerate([(T0 - 2 * HOUR, "x"), (T0 - MIN, "y"), (T0, "y")]):
+        state = apply_merchant_event(
+            state,
+            time_ms=time_ms,
+            transaction_id=f"t{i}",
+            account_id=account,
+            max_events=100,
+            allowed_lateness_ms=HOUR,
+        ).state
+    w = merchant_windows(state, T0)
+    assert w == {
+        "1h": {"count": 2, "distinct_accounts": 1},
+        "24h": {"count": 3, "distinct_accounts": 2},
+    }
+    restored = MerchantVelocity.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+    assert restored == state
+
+
+def test_a_duplicate_merchant_event_changes_nothing():
+    kwargs = {"account_id": "x", "max_events": 100, "allowed_lateness_ms": HOUR}
+    state = apply_merchant_event(None, time_ms=T0, transaction_id="a", **kwargs).state
+    applied = apply_merchant_event(state, time_ms=T0 + 5, transaction_id="a", **kwargs)
+    assert applied.duplicate
+    assert applied.state is state
+
+
+# --- property tests against a brute-force oracle ---------------------------------
+
+# Times on a 10 min grid over ~27 h plus small offsets: ties, events exactly on a
+# window edge or 1 ms inside it, out-of-order and late arrivals, evictions. The
+# favoured slots sit exactly 10 min, 1 h and 24 h apart.
+times = st.builds(
+    lambda k, offset_ms: T0 + k * 10 * MIN + offset_ms,
+    st.one_of(st.sampled_from([0, 1, 6, 144, 145, 150]), st.integers(0, 160)),
+    st.sampled_from([0, 1, MIN - 1, MIN]),
+)
+fresh_event = st.tuples(
+    times, st.integers(1, 100_000).map(lambda c: c / 100), st.sampled_from("abcde")
+)
+# Each step is a new event or a resend of an earlier one (by index).
+steps = st.lists(
+    st.one_of(fresh_event, fresh_event, fresh_event, st.integers(0, 1000)), min_size=3, max_size=60
+)
+
+
+class Oracle:
+    """Keeps every event ever accepted; answers by filtering, no cleverness."""
+
+    def __init__(self, max_events: int, lateness_ms: int):
+        self.max_events, self.lateness_ms = max_events, lateness_ms
+        self.accepted: dict[str, tuple] = {}
+        self.max_time_ms: int | None = None
+        self.late_events = 0
+
+    def retained(self) -> list[tuple]:
+        horizon = self.max_time_ms - DAY
+        kept = sorted(e for e in self.accepted.values() if e[0] > horizon)
+        return kept[-self.max_events :]
+
+    def apply(self, event: tuple) -> tuple[bool, bool]:
+        if self.max_time_ms is not None and event[1] in {e[1] for e in self.retained()}:
+            return True, False
+        late = self.max_time_ms is not None and event[0] < self.max_time_ms - self.lateness_ms
+        self.late_events += late
+        self.accepted.setdefault(event[1], event)
+        self.max_time_ms = event[0] if self.max_time_ms is None else max(self.max_time_ms, event[0])
+        return False, late
+
+    def windows(self, as_of_ms: int, windows: dict[str, int]) -> dict[str, list[tuple]]:
+        kept = self.retained()
+        return {
+            name: [e for e in kept if as_of_ms - w < e[0] <= as_of_ms]
+            for name, w in windows.items()
+        }
+
+
+def _events(raw_steps):
+    sent: list[tuple] = []
+    for step in raw_steps:
+        if isinstance(step, int):
+            if sent:
+                sent.append(sent[step % len(sent)])
+        else:
+            time_ms, amount, who = step
+            sent.append((time_ms, f"tx{len(sent)}", amount, who))
+    return sent
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw_steps=steps,
+    max_events=st.sampled_from([3, 10, 10_000]),
+    lateness_ms=st.sampled_from([0, 10 * MIN, 6 * HOUR]),
+)
+def test_account_windows_match_a_brute_force_oracle(raw_steps, max_events, lateness_ms):
+    oracle = Oracle(max_events, lateness_ms)
+    state = None
+    for time_ms, tx, amount, merchant in _events(raw_steps):
+        applied = add(
+            state, time_ms, tx, amount, merchant, max_events=max_events, lateness_ms=lateness_ms
+        )
+        assert (applied.duplicate, applied.late) == oracle.apply((time_ms, tx, amount, merchant))
+        state = applied.state
+        assert state.events == oracle.retained()
+        assert state.late_events == oracle.late_events
+        for as_of in (time_ms, state.max_time_ms):
+            got = account_windows(state, as_of)
+            for name, events in oracle.windows(as_of, ACCOUNT_WINDOWS_MS).items():
+                assert got[name]["count"] == len(events)
+                assert math.isclose(
+                    got[name]["sum"], math.fsum(e[2] for e in events), abs_tol=0.006
+                )
+                assert got[name]["max"] == max((e[2] for e in events), default=0.0)
+                assert got[name]["distinct_merchants"] == len({e[3] for e in events})
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw_steps=steps, max_events=st.sampled_from([3, 10_000]))
+def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events):
+    oracle = Oracle(max_events, HOUR)
+    state = None
+    for time_ms, tx, _amount, account in _events(raw_steps):
+        applied = apply_merchant_event(
+            state,
+            time_ms=time_ms,
+            transaction_id=tx,
+            account_id=account,
+            max_events=max_events,
+            allowed_lateness_ms=HOUR,
+        )
+        assert (applied.duplicate, applied.late) == oracle.apply((time_ms, tx, account))
+        state = applied.state
+        got = merchant_windows(state, time_ms)
+        for name, events in oracle.windows(time_ms, MERCHANT_WINDOWS_MS).items():
+            assert got[name] == {
+                "count": len(events),
+                "distinct_accounts": len({e[2] for e in events}),
+            }

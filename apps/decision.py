@@ -36,13 +36,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.page("/decisions/{analysis_id}")
     async def decision_by_analysis(self: View, request: Request, analysis_id: str) -> Response:
-        return await routed_lookup(app, request, tables.decisions, analysis_id, render, "decision")
+        return await routed_lookup(
+            app, request, tables.decisions, analysis_id, render, "decision for analysis_id"
+        )
 
     @app.page("/transactions/{transaction_id}/decision")
     async def decision_by_transaction(
         self: View, request: Request, transaction_id: str
     ) -> Response:
         key = analysis_id_for(transaction_id)
-        return await routed_lookup(app, request, tables.decisions, key, render, "decision")
+        return await routed_lookup(
+            app, request, tables.decisions, key, render, "decision for analysis_id"
+        )
 
     return app

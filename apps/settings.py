@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(1.0, gt=0)
     rebalance_timeout_s: float = Field(10.0, gt=0)
     producer_linger_ms: float = Field(1.0, ge=0)
+    # How long a fetch may wait for data. Each hop can cost up to this much on a
+    # broker that does not wake a waiting multi-partition fetch (the embedded one).
+    fetch_max_wait_ms: int = Field(20, ge=0, le=10_000)
 
     # --- State
     data_dir: Path = Path("var/data")

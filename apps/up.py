@@ -121,9 +121,13 @@ async def _live(
             await asyncio.sleep(1.0)
 
     async def summarise() -> None:
+        last = None
         while not stop.is_set():
             await asyncio.sleep(SUMMARY_INTERVAL_S)
-            console.print(stats.summary(), style="cyan")
+            progress = (stats.produced, len(stats.decided), sum(stats.dead_letters.values()))
+            if progress != last:  # quiet while nothing moves
+                console.print(stats.summary(), style="cyan")
+                last = progress
             if args.exit_after_demo and feed_done.is_set() and expected <= stats.decided_tx:
                 stop.set()
 

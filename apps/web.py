@@ -16,6 +16,7 @@ from faust.web import Request, Response, View
 log = logging.getLogger(__name__)
 
 ROUTED_HEADER = "X-Riskstream-Routed"
+SERVED_BY_HEADER = "X-Riskstream-Served-By"  # which worker answered: host:port
 RETRY_AFTER_S = "2"
 ROUTE_TIMEOUT = ClientTimeout(total=5)
 
@@ -97,10 +98,13 @@ async def routed_lookup(
             # The sender thinks we own it and we think not: assignment is moving.
             return json_error(503, "partition ownership is changing; retry shortly")
         return await _forward(app, request, owner)
+    served_by = {SERVED_BY_HEADER: f"{me[0]}:{me[1]}"}
     raw = table.get(key.encode())
     if raw is None:
-        return json_error(404, f"no {what} for {key!r}", key=key)
-    return json_response(render(raw))
+        return json_response(
+            {"error": f"no {what} {key!r}", "status": 404, "key": key}, 404, served_by
+        )
+    return json_response(render(raw), headers=served_by)
 
 
 async def _forward(app: faust.App, request: Request, owner: Any) -> Response:
@@ -110,9 +114,11 @@ async def _forward(app: faust.App, request: Request, owner: Any) -> Response:
             url, headers={ROUTED_HEADER: "1"}, timeout=ROUTE_TIMEOUT
         ) as resp:
             body = await resp.read()
-            headers = {}
-            if "Retry-After" in resp.headers:
-                headers["Retry-After"] = resp.headers["Retry-After"]
+            headers = {
+                name: resp.headers[name]
+                for name in ("Retry-After", SERVED_BY_HEADER)
+                if name in resp.headers
+            }
             return aioweb.Response(
                 body=body, status=resp.status, content_type=resp.content_type, headers=headers
             )

@@ -8,34 +8,17 @@ from datetime import timedelta
 import faust
 from prometheus_client import CollectorRegistry
 
+from apps import compat
 from apps.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def _set_fetch_max_wait(wait_ms: int) -> None:
-    """Faust hard-codes fetch_max_wait_ms=1500 for its consumer.
-
-    A broker that answers a multi-partition fetch only when the wait runs out
-    (the embedded one does) then adds up to 1.5 s per hop, so it is a setting.
-    """
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    create = getattr(AIOKafkaConsumerThread, "_riskstream_original_create", None)
-    if create is None:
-        create = AIOKafkaConsumerThread._create_worker_consumer
-        AIOKafkaConsumerThread._riskstream_original_create = create
-
-    def _create_worker_consumer(self, transport):  # type: ignore[no-untyped-def]
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = wait_ms  # read when its fetcher starts
-        return consumer
-
-    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
-
-
 def make_app(service: str, settings: Settings) -> faust.App:
-    _set_fetch_max_wait(settings.fetch_max_wait_ms)
+    compat.configure(
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        verify_end_offsets=settings.verify_end_offsets,
+    )
     port = settings.port_for(service)
     (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
     app = faust.App(

@@ -80,6 +80,8 @@ def get_json(url: str) -> tuple[int, dict, dict]:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}"), dict(exc.headers)
+    except (urllib.error.URLError, OSError):
+        return 0, {}, {}  # not listening (yet)
 
 
 def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.5, what: str = "condition"):

@@ -16,7 +16,9 @@ def test_end_offsets_are_taken_from_a_fetch_when_the_listed_ones_fall_short(tmp_
         await producer.start()
         # Five records in one batch, then three in another: the end is offset 8.
         for burst in (5, 3):
-            await asyncio.gather(*[await producer.send("t", b"x", partition=0) for _ in range(burst)])
+            await asyncio.gather(
+                *[await producer.send("t", b"x", partition=0) for _ in range(burst)]
+            )
         await producer.stop()
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
         await consumer.start()

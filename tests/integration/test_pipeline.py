@@ -54,9 +54,21 @@ def test_each_malformed_message_lands_in_the_dlq_with_its_reason_while_valid_tra
         (b"k-utf8", run_id.encode() + b"\xff\xfe\xfd", "invalid_json"),
         (b"k-array", orjson.dumps([run_id]), "not_an_object"),
         (b"k-nover", orjson.dumps({"transaction_id": f"{run_id}-nv"}), "missing_schema_version"),
-        (b"k-ver7", orjson.dumps({**first, "schema_version": 7, "transaction_id": f"{run_id}-v7"}), "unknown_schema_version"),
-        (b"k-amount", orjson.dumps({**first, "amount": -3, "transaction_id": f"{run_id}-neg"}), "invalid_field"),
-        (first["account_id"].encode(), orjson.dumps({**first, "amount": first["amount"] + 1}), "conflicting_duplicate"),
+        (
+            b"k-ver7",
+            orjson.dumps({**first, "schema_version": 7, "transaction_id": f"{run_id}-v7"}),
+            "unknown_schema_version",
+        ),
+        (
+            b"k-amount",
+            orjson.dumps({**first, "amount": -3, "transaction_id": f"{run_id}-neg"}),
+            "invalid_field",
+        ),
+        (
+            first["account_id"].encode(),
+            orjson.dumps({**first, "amount": first["amount"] + 1}),
+            "conflicting_duplicate",
+        ),
     ]
     messages = as_messages(good[:10])
     for key, value, _ in bad:
@@ -71,11 +83,14 @@ def test_each_malformed_message_lands_in_the_dlq_with_its_reason_while_valid_tra
     def ours() -> list[dict]:
         letters = [m.json for m in stack.read(topics.DEAD_LETTERS, idle_s=1.0)]
         return [
-            d for d in letters
+            d
+            for d in letters
             if run_id in d["payload"] or d["payload"] == _b64(run_id.encode() + b"\xff\xfe\xfd")
         ]
 
-    letters = wait_for(lambda: (ls := ours()) and len(ls) >= len(bad) and ls, 30, what="dead letters")
+    letters = wait_for(
+        lambda: (ls := ours()) and len(ls) >= len(bad) and ls, 30, what="dead letters"
+    )
     assert sorted(d["reason"] for d in letters) == sorted(r for _, _, r in bad)
     for d in letters:
         assert d["source"]["topic"] == "transactions"
@@ -105,11 +120,15 @@ def test_a_transaction_sent_twice_changes_no_counter_and_gets_one_decision(stack
 
     before = state()
     assert before[0]["count"] == 1 and before[1] == 1
-    dup_before = stack.metric("riskstream_duplicate_transactions_total", "profile", service="profile")
+    dup_before = stack.metric(
+        "riskstream_duplicate_transactions_total", "profile", service="profile"
+    )
     produce(stack.bootstrap, as_messages([tx]))  # the same body again
     wait_for(
-        lambda: stack.metric("riskstream_duplicate_transactions_total", "profile", service="profile")
-        > dup_before,
+        lambda: (
+            stack.metric("riskstream_duplicate_transactions_total", "profile", service="profile")
+            > dup_before
+        ),
         what="the resend to reach the profile agent",
     )
     assert state() == before
@@ -129,7 +148,9 @@ def test_lookups_answer_for_known_keys_and_404_for_unknown_ones(stack, run_id):
     assert status == 200 and body["count"] == sum(t["account_id"] == account for t in txs)
     status, body, _ = get_json(f"{stack.url('geo')}/accounts/{account}/geo")
     assert status == 200 and body["account_id"] == account
-    status, body, _ = get_json(f"{stack.url('decision')}/transactions/{tx['transaction_id']}/decision")
+    status, body, _ = get_json(
+        f"{stack.url('decision')}/transactions/{tx['transaction_id']}/decision"
+    )
     assert status == 200 and body["transaction_id"] == tx["transaction_id"]
     status, same, _ = get_json(f"{stack.url('decision')}/decisions/{body['analysis_id']}")
     assert status == 200 and same == body

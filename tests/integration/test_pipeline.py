@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import orjson
 
 from agents import topics
@@ -169,3 +171,27 @@ def test_lookups_answer_for_known_keys_and_404_for_unknown_ones(stack, run_id):
     for service in ("orchestrator", "velocity", "profile", "geo", "decision"):
         assert get_json(stack.url(service) + "/health")[0] == 200
         assert get_json(stack.url(service) + "/ready")[0] == 200
+
+
+def test_metrics_count_what_happened(stack, run_id):
+    txs = demo_transactions(run_id, 40, seed=17)
+    before_accepted = stack.metric("riskstream_transactions_accepted_total", "orchestrator")
+    before_dlq = stack.metric("riskstream_dead_letters_total", "orchestrator", reason="not_an_object")
+    produce(stack.bootstrap, as_messages(txs) + [(None, b"[1]")])
+    stack.decisions_for({tx["transaction_id"] for tx in txs})
+    wait_for(
+        lambda: stack.metric("riskstream_dead_letters_total", "orchestrator", reason="not_an_object")
+        == before_dlq + 1,
+        what="the dead letter to be counted",
+    )
+    assert stack.metric("riskstream_transactions_accepted_total", "orchestrator") == before_accepted + 40
+    decided = sum(
+        stack.metric("riskstream_decisions_total", "decision", outcome=o)
+        for o in ("approve", "review", "decline")
+    )
+    assert decided == stack.metric("riskstream_decision_latency_seconds_count", "decision") > 0
+    for agent in ("velocity", "profile", "geo"):
+        assert stack.metric("riskstream_agent_score_count", agent, agent=agent) >= 40
+    # Faust's own sensor is there too.
+    text = urllib.request.urlopen(f"{stack.url('decision')}/metrics", timeout=5).read().decode()
+    assert "decision_messages_received" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import signal
 import time
@@ -24,6 +25,7 @@ SUMMARY_INTERVAL_S = 2.0
 
 def run_up(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # the live view is the output
     settings = load_settings(**({"broker": args.broker} if args.broker else {}))
     broker: EmbeddedBroker | None = None
     run_dir = settings.data_dir / ("embedded" if not args.broker else "external")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -39,7 +40,14 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
-def register(app: faust.App, settings: Settings, tables: DecisionTables, metrics: Metrics) -> None:
+def register(
+    app: faust.App,
+    settings: Settings,
+    tables: DecisionTables,
+    metrics: Metrics,
+    on_decided: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """`on_decided` sees every published decision (the Redis read model); it must not block."""
     policy = policy_from(settings)
     inputs = app.topic(topics.DECISION_REQUESTS, *RESULT_TOPICS, topics.DECISION_DEADLINES)
     deadlines = app.topic(topics.DECISION_DEADLINES)
@@ -73,6 +81,8 @@ def register(app: faust.App, settings: Settings, tables: DecisionTables, metrics
                     # The message that made the decision came again (we crashed
                     # before committing it): publish the same decision again.
                     await decisions_out.send(key=key, value=orjson.dumps(record["decision"]))
+                    if on_decided is not None:
+                        on_decided(record["decision"])
                 elif msg.topic in RESULT_TOPICS:
                     metrics.late_results.labels(RESULT_TOPICS[msg.topic]).inc()
                 continue
@@ -106,6 +116,8 @@ def register(app: faust.App, settings: Settings, tables: DecisionTables, metrics
                     del pending[key]
                 scheduled.discard(analysis_id)
                 await decisions_out.send(key=key, value=orjson.dumps(doc))
+                if on_decided is not None:
+                    on_decided(doc)
                 metrics.decisions.labels(decision.outcome).inc()
                 metrics.decision_latency.observe(max(0.0, decision.latency_ms) / 1000.0)
                 for agent in decision.missing_agents:

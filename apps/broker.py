@@ -52,8 +52,16 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> bool:
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        log_path: Path | None = None,
+        advertised_url: str | None = None,
+    ):
         self.host, self.port, self.log_path = host, port, log_path
+        # What clients are told to connect to (e.g. a TLS terminator in front).
+        self.advertised_url = advertised_url
         self.process: subprocess.Popen | None = None
 
     @property
@@ -74,7 +82,7 @@ class EmbeddedBroker:
         env = {
             **os.environ,
             "LISTENER_URL": listener,
-            "ADVERTISED_LISTENER_URL": listener,
+            "ADVERTISED_LISTENER_URL": self.advertised_url or listener,
             "STORAGE_ENGINE": "memory://tansu/",
         }
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

@@ -28,11 +28,15 @@ _ORIGINAL_CREATE = AIOKafkaConsumerThread._create_worker_consumer
 _ORIGINAL_HIGHWATERS = AIOKafkaConsumerThread._highwaters
 _fetch_max_wait_ms = 1500
 _verify_end_offsets = False
+_auth: dict = {}
 
 
-def configure(*, fetch_max_wait_ms: int, verify_end_offsets: bool) -> None:
+def configure(
+    *, fetch_max_wait_ms: int, verify_end_offsets: bool, auth: dict | None = None
+) -> None:
     """Applies to every Faust app in this process (one per process in production)."""
-    global _fetch_max_wait_ms, _verify_end_offsets
+    global _fetch_max_wait_ms, _verify_end_offsets, _auth
+    _auth = dict(auth or {})
     _fetch_max_wait_ms = fetch_max_wait_ms
     _verify_end_offsets = verify_end_offsets
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
@@ -50,11 +54,13 @@ async def _highwaters(self, partitions):  # type: ignore[no-untyped-def]
     if not _verify_end_offsets or self.consumer.in_transaction:
         return listed
     consumer = self._ensure_consumer()
-    return await fetched_end_offsets(consumer._client._bootstrap_servers, listed)
+    return await fetched_end_offsets(consumer._client._bootstrap_servers, listed, **_auth)
 
 
 async def fetched_end_offsets(
-    bootstrap: str | Iterable[str], listed: Mapping[TopicPartition, int | None]
+    bootstrap: str | Iterable[str],
+    listed: Mapping[TopicPartition, int | None],
+    **auth: object,
 ) -> dict[TopicPartition, int | None]:
     """End offsets as the high-water mark of a fetch from just before the listed end."""
     result = dict(listed)
@@ -62,7 +68,7 @@ async def fetched_end_offsets(
     if not probe_tps:
         return result
     probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, **auth
     )
     await probe.start()
     try:

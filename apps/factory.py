@@ -9,6 +9,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from apps import compat
+from apps.security import aiokafka_auth, faust_credentials
 from apps.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,12 +19,14 @@ def make_app(service: str, settings: Settings) -> faust.App:
     compat.configure(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         verify_end_offsets=settings.verify_end_offsets,
+        auth=aiokafka_auth(settings),
     )
     port = settings.port_for(service)
     (settings.data_dir / service).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         service,  # the app id is the service name: it names the group and the changelogs
         broker=settings.broker,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir / service),
         autodiscover=False,

@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from agents import topics
+from apps.security import aiokafka_auth
 from apps.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,9 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
 
 async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create what is missing; returns the names created. Existing topics are kept."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **aiokafka_auth(settings)
+    )
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         existing = set(await admin.list_topics())
@@ -51,7 +54,11 @@ async def create_topics(settings: Settings, timeout_s: float = 30.0) -> list[str
 
 def producer(settings: Settings, **kw: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=5, **kw
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        linger_ms=5,
+        **aiokafka_auth(settings),
+        **kw,
     )
 
 

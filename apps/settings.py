@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WEB_PORTS = {
@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(20, ge=0, le=10_000)
     # Check listed end offsets against a fetch before table recovery (see apps/compat.py).
     verify_end_offsets: bool = True
+
+    # --- Kafka security (TLS and SASL)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # none: the system's trusted CAs
+    ssl_certfile: Path | None = None  # client certificate, for mutual TLS
+    ssl_keyfile: Path | None = None
+
+    # --- Redis read model of decisions (decision service); off unless a URL is set
+    redis_url: str | None = None
+    redis_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    redis_timeout_ms: int = Field(200, ge=1)
+    redis_queue_max: int = Field(100_000, ge=1)
 
     # --- State
     data_dir: Path = Path("var/data")
@@ -83,6 +98,32 @@ class Settings(BaseSettings):
         if v not in ("rocksdb://", "memory://"):
             raise ValueError("store must be rocksdb:// or memory://")
         return v
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a readable file")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return v or None
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> Settings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "security_protocol SASL_* needs RISKSTREAM_SASL_USERNAME and RISKSTREAM_SASL_PASSWORD"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("RISKSTREAM_SSL_CERTFILE and RISKSTREAM_SSL_KEYFILE go together")
+        return self
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:

@@ -17,6 +17,7 @@ from rich.console import Console
 from agents import topics
 from apps.broker import EmbeddedBroker, port_is_free
 from apps.kafka import create_topics, produce
+from apps.security import aiokafka_auth
 from apps.settings import DEFAULT_WEB_PORTS, Settings, load_settings
 from apps.supervisor import Supervisor
 
@@ -194,6 +195,7 @@ async def _follow(
         bootstrap_servers=settings.bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **aiokafka_auth(settings),
     )
     await consumer.start()
     try:

@@ -40,6 +40,7 @@ async def read_topic(
     until: int | None = None,
     timeout_s: float = 30.0,
     idle_s: float | None = None,
+    **client: Any,
 ) -> list[Any]:
     """Read a topic from the start until `until` messages arrived, or no new ones for `idle_s`."""
     consumer = AIOKafkaConsumer(

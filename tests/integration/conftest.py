@@ -94,12 +94,12 @@ def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.5, what: 
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def make_stack(tmp_path_factory, name: str) -> Stack:
+def make_stack(tmp_path_factory, name: str, extra_env: dict[str, str] | None = None) -> Stack:
     root = tmp_path_factory.mktemp(name)
     broker = EmbeddedBroker(port=free_port(), log_path=root / "broker.log").start()
     settings = Settings(broker=broker.url, partitions=PARTITIONS, data_dir=root)
     asyncio.run(create_topics(settings))
-    supervisor = Supervisor(settings, root / "logs")
+    supervisor = Supervisor(settings, root / "logs", extra_env=dict(extra_env or {}))
     return Stack(broker, settings, supervisor, root)
 
 

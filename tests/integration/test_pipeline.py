@@ -176,15 +176,22 @@ def test_lookups_answer_for_known_keys_and_404_for_unknown_ones(stack, run_id):
 def test_metrics_count_what_happened(stack, run_id):
     txs = demo_transactions(run_id, 40, seed=17)
     before_accepted = stack.metric("riskstream_transactions_accepted_total", "orchestrator")
-    before_dlq = stack.metric("riskstream_dead_letters_total", "orchestrator", reason="not_an_object")
+    before_dlq = stack.metric(
+        "riskstream_dead_letters_total", "orchestrator", reason="not_an_object"
+    )
     produce(stack.bootstrap, as_messages(txs) + [(None, b"[1]")])
     stack.decisions_for({tx["transaction_id"] for tx in txs})
     wait_for(
-        lambda: stack.metric("riskstream_dead_letters_total", "orchestrator", reason="not_an_object")
-        == before_dlq + 1,
+        lambda: (
+            stack.metric("riskstream_dead_letters_total", "orchestrator", reason="not_an_object")
+            == before_dlq + 1
+        ),
         what="the dead letter to be counted",
     )
-    assert stack.metric("riskstream_transactions_accepted_total", "orchestrator") == before_accepted + 40
+    assert (
+        stack.metric("riskstream_transactions_accepted_total", "orchestrator")
+        == before_accepted + 40
+    )
     decided = sum(
         stack.metric("riskstream_decisions_total", "decision", outcome=o)
         for o in ("approve", "review", "decline")

@@ -4,9 +4,27 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint unit agents integration demo-file clean
+.PHONY: setup system-tools run test lint unit agents integration deploy demo-file clean
 
-setup: $(STAMP)
+setup: system-tools $(STAMP)
+
+# Programs the tests run besides Python: promtool (Debian package prometheus) checks the
+# alert rules, redis-server backs the Redis tests. Installed only when one is missing.
+SYSTEM_TOOLS    := promtool redis-server
+SYSTEM_PACKAGES := prometheus redis-server
+SUDO            := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+system-tools:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then \
+	    echo "installing$$missing (Debian packages: $(SYSTEM_PACKAGES))"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES); \
+	  else \
+	    echo "warning:$$missing missing and no root or sudo to install $(SYSTEM_PACKAGES); tests that need them fail" >&2; \
+	  fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "riskstream needs Python 3.11, found " + sys.version'
@@ -35,6 +53,9 @@ agents: setup
 
 integration: setup
 	$(BIN)/python -m pytest -q tests/integration
+
+deploy: setup
+	$(BIN)/python -m pytest -q tests/deploy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -17,13 +17,9 @@ from agents.contracts import Transaction, now_rfc3339
 from agents.results import agent_result
 from agents.steps import Step
 from apps.metrics import Metrics
-from tables.idempotency import dump_record, load_record, previous_result, with_result
+from tables.agents import AccountTables
 
 log = logging.getLogger(__name__)
-
-# How many recent results per account are kept to answer redeliveries identically.
-RECENT_RESULTS = 64
-
 
 StepFn = Callable[[dict[str, Any] | None, Transaction], Step]
 
@@ -34,7 +30,7 @@ def parse_request(raw: bytes | None) -> tuple[dict[str, Any], Transaction]:
 
 
 def register_account_agent(
-    app: faust.App, agent: str, table: faust.Table, step: StepFn, metrics: Metrics
+    app: faust.App, agent: str, tables: AccountTables, step: StepFn, metrics: Metrics
 ) -> None:
     requests = app.topic(topics.requests_topic(agent))
     results = app.topic(topics.results_topic(agent))
@@ -48,11 +44,11 @@ def register_account_agent(
                 metrics.invalid_internal.labels(requests_name).inc()
                 log.error("unreadable request at %s: %r", event.message.tp, exc)
                 continue
-            key = tx.account_id.encode()
-            record = load_record(table.get(key))
-            result = previous_result(record, tx.transaction_id)
-            if result is None:
-                out = step(record["state"], tx)
+            key, tx_key = tx.account_id.encode(), tx.transaction_id.encode()
+            previous = tables.results.get(tx_key)
+            if previous is None:
+                state = tables.accounts.get(key)
+                out = step(orjson.loads(state) if state else None, tx)
                 result = agent_result(
                     agent,
                     request,
@@ -61,15 +57,16 @@ def register_account_agent(
                     features=out.features,
                     processed_at=now_rfc3339(),
                 )
-                table[key] = dump_record(
-                    with_result(record, out.state, tx.transaction_id, result, RECENT_RESULTS)
-                )
+                encoded = orjson.dumps(result)
+                tables.accounts[key] = orjson.dumps(out.state)
+                tables.results[tx_key] = encoded
                 if out.late:
                     metrics.late_events.labels(agent).inc()
                 metrics.agent_results.labels(agent).inc()
                 metrics.agent_scores.labels(agent).observe(result["score"])
             else:
+                encoded = previous
                 metrics.duplicates.labels(agent).inc()
-            await results.send(key=request["analysis_id"].encode(), value=orjson.dumps(result))
+            await results.send(key=request["analysis_id"].encode(), value=encoded)
 
     app.agent(requests, name=f"score_{agent}")(score_accounts)

@@ -56,8 +56,10 @@ def register(
     due: list[tuple[int, str]] = []  # (deadline epoch ms, analysis_id), a heap
     scheduled: set[str] = set()
 
+    wait_for_all = settings.decision_mode == "wait_for_all"
+
     def schedule(state: Analysis) -> None:
-        if state.request is None or state.analysis_id in scheduled:
+        if wait_for_all or state.request is None or state.analysis_id in scheduled:
             return
         heapq.heappush(due, (_deadline_ms(state), state.analysis_id))
         scheduled.add(state.analysis_id)
@@ -98,7 +100,8 @@ def register(
 
             now = now_ms()
             deadline_passed = (
-                msg.topic == topics.DECISION_DEADLINES
+                not wait_for_all
+                and msg.topic == topics.DECISION_DEADLINES
                 and state.request is not None
                 and now >= _deadline_ms(state)
             )

@@ -44,10 +44,24 @@ def internal_topics() -> list[str]:
 # Renaming one renames its changelog topic: that is a migration.
 TABLES: dict[str, tuple[str, ...]] = {
     "orchestrator": ("seen_transactions",),
-    "velocity": ("account_velocity", "merchant_velocity"),
-    "profile": ("account_profiles",),
-    "geo": ("account_geo",),
+    "velocity": ("account_velocity", "merchant_velocity", "velocity_results"),
+    "profile": ("account_profiles", "profile_results"),
+    "geo": ("account_geo", "geo_results"),
     "decision": ("pending_analyses", "decisions"),
+}
+
+
+# What each service consumes: its consumer group's offsets are on these topics.
+SOURCES: dict[str, tuple[str, ...]] = {
+    "orchestrator": (TRANSACTIONS, TRANSACTIONS_BY_ACCOUNT),
+    "velocity": (requests_topic("velocity"), VELOCITY_BY_MERCHANT),
+    "profile": (requests_topic("profile"),),
+    "geo": (requests_topic("geo"),),
+    "decision": (
+        DECISION_REQUESTS,
+        *(results_topic(a) for a in AGENT_NAMES),
+        DECISION_DEADLINES,
+    ),
 }
 
 

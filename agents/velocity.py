@@ -69,8 +69,8 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 tables.account_velocity[key] = orjson.dumps(applied.state.to_dict())
             if applied.late:
                 metrics.late_events.labels("velocity").inc()
-            # A duplicate is forwarded too: its windows are recomputed as of its
-            # own event time, so its result is the same and the decision is made.
+            # A copy is forwarded too: stage two answers it with the result the
+            # first one got (or, if that one never got that far, computes it).
             forward = {
                 "request": request,
                 "account_windows": account_windows(applied.state, tx.event_time_ms),
@@ -88,6 +88,12 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 time_ms = parse_request(orjson.dumps(request))[1].event_time_ms
             except Exception as exc:
                 unreadable(event, exc)
+                continue
+            analysis_key = request["analysis_id"].encode()
+            previous = tables.results.get(tx["transaction_id"].encode())
+            if previous is not None:
+                # A copy: answer with the very result the first one got.
+                await results.send(key=analysis_key, value=previous)
                 continue
             key = tx["merchant_id"].encode()
             raw = tables.merchant_velocity.get(key)
@@ -113,7 +119,8 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 features=dict(scored.features),
                 processed_at=now_rfc3339(),
             )
-            if not forward["duplicate"]:
-                metrics.agent_results.labels("velocity").inc()
-                metrics.agent_scores.labels("velocity").observe(result["score"])
-            await results.send(key=request["analysis_id"].encode(), value=orjson.dumps(result))
+            encoded = orjson.dumps(result)
+            tables.results[tx["transaction_id"].encode()] = encoded
+            metrics.agent_results.labels("velocity").inc()
+            metrics.agent_scores.labels("velocity").observe(result["score"])
+            await results.send(key=analysis_key, value=encoded)

@@ -45,6 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     create.add_argument("--broker", help="Kafka URL; default RISKSTREAM_BROKER")
 
+    rebuild = sub.add_parser("rebuild", help="recompute a service's state from its input topics")
+    rebuild.add_argument("service", choices=[*SERVICES, "all"])
+    rebuild.add_argument("--broker", help="Kafka URL; default RISKSTREAM_BROKER")
+    rebuild.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for the group to empty"
+    )
+    rebuild.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the empty-group check (workers known to be stopped)",
+    )
+
     demo = sub.add_parser("demo", help="write the generated demo data set to a file")
     demo.add_argument("file", type=Path, help=".jsonl, .csv or .parquet")
     demo.add_argument("--transactions", type=int, default=5000)
@@ -72,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(**({"broker": args.broker} if args.broker else {}))
         created = asyncio.run(create_topics(settings))
         print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+        return 0
+    if args.command == "rebuild":
+        from apps.rebuild import RebuildError, rebuild
+
+        settings = load_settings(**({"broker": args.broker} if args.broker else {}))
+        services = list(SERVICES) if args.service == "all" else [args.service]
+        try:
+            asyncio.run(rebuild(settings, services, wait_empty_s=args.wait, force=args.force))
+        except RebuildError as exc:
+            print(f"riskstream rebuild: {exc}", file=sys.stderr)
+            return 1
+        print(f"rebuilt {', '.join(services)}: start the workers again")
         return 0
     if args.command == "demo":
         from agents.demo import DemoConfig, generate

@@ -2,7 +2,7 @@
 
 Consumes: agent.geo.requests (key account_id)
 Produces: agent.geo.results (key analysis_id, value AgentResult)
-Tables:   account_geo (account_id -> geo state and the last results, for redeliveries)
+Tables:   account_geo (account_id -> geo state), geo_results (transaction_id -> result)
 HTTP:     GET /accounts/{account_id}/geo
 Run:      riskstream worker geo   (web port 6069 unless RISKSTREAM_WEB_PORT)
 """
@@ -30,16 +30,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     app = make_app("geo", settings)
     metrics = Metrics.create(app.prometheus_registry)
-    table = declare_geo(app, settings).accounts
+    tables = declare_geo(app, settings)
     rules = GeoRules(impossible_travel_kmh=settings.impossible_travel_kmh)
-    register_account_agent(app, "geo", table, partial(geo_step, rules=rules), metrics)
+    register_account_agent(app, "geo", tables, partial(geo_step, rules=rules), metrics)
     install_common_views(app)
 
     @app.page("/accounts/{account_id}/geo")
     async def account_geo(self: View, request: Request, account_id: str) -> Response:
         def render(raw: bytes) -> dict:
-            return geo_view(GeoState.from_dict(orjson.loads(raw)["state"]), account_id)
+            return geo_view(GeoState.from_dict(orjson.loads(raw)), account_id)
 
-        return await routed_lookup(app, request, table, account_id, render, "geo state for account")
+        return await routed_lookup(
+            app, request, tables.accounts, account_id, render, "geo state for account"
+        )
 
     return app

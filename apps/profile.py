@@ -2,7 +2,7 @@
 
 Consumes: agent.profile.requests (key account_id)
 Produces: agent.profile.results (key analysis_id, value AgentResult)
-Tables:   account_profiles (account_id -> profile and the last results, for redeliveries)
+Tables:   account_profiles (account_id -> profile), profile_results (transaction_id -> result)
 HTTP:     GET /accounts/{account_id}/profile
 Run:      riskstream worker profile   (web port 6068 unless RISKSTREAM_WEB_PORT)
 """
@@ -30,16 +30,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     app = make_app("profile", settings)
     metrics = Metrics.create(app.prometheus_registry)
-    table = declare_profile(app, settings).accounts
+    tables = declare_profile(app, settings)
     step = partial(profile_step, rules=ProfileRules())
-    register_account_agent(app, "profile", table, step, metrics)
+    register_account_agent(app, "profile", tables, step, metrics)
     install_common_views(app)
 
     @app.page("/accounts/{account_id}/profile")
     async def account_profile(self: View, request: Request, account_id: str) -> Response:
         def render(raw: bytes) -> dict:
-            return profile_view(Profile.from_dict(orjson.loads(raw)["state"]), account_id)
+            return profile_view(Profile.from_dict(orjson.loads(raw)), account_id)
 
-        return await routed_lookup(app, request, table, account_id, render, "profile for account")
+        return await routed_lookup(
+            app, request, tables.accounts, account_id, render, "profile for account"
+        )
 
     return app

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # --- Decision policy
+    # "deadline": decide when every agent answered or deadline_ms passed (live);
+    # "wait_for_all": decide only when every agent answered (replay, rebuild), so
+    # that the decisions do not depend on how fast history is read.
+    decision_mode: Literal["deadline", "wait_for_all"] = "deadline"
     deadline_ms: int = Field(2000, ge=1)
     deadline_check_interval_ms: int = Field(100, ge=10)
     weight_velocity: float = Field(1.0, ge=0)

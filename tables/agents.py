@@ -14,23 +14,36 @@ from apps.settings import Settings
 class VelocityTables:
     account_velocity: faust.Table  # account_id -> {"state": AccountVelocity}
     merchant_velocity: faust.Table  # merchant_id -> {"state": MerchantVelocity}
+    # transaction_id -> the AgentResult it got, in the merchant's partition (stage two)
+    results: faust.Table
 
 
 @dataclass(frozen=True)
-class AccountTable:
-    accounts: faust.Table  # account_id -> {"state": ..., "recent": {transaction_id: AgentResult}}
+class AccountTables:
+    accounts: faust.Table  # account_id -> the agent's state for the account (JSON)
+    # transaction_id -> the AgentResult it got. Rows live in the partition of the
+    # account (the request's key), where every copy of the transaction arrives;
+    # a copy that comes again, however late, gets this very result and changes nothing.
+    results: faust.Table
 
 
 def declare_velocity(app: faust.App, settings: Settings) -> VelocityTables:
     return VelocityTables(
         account_velocity=raw_table(app, settings, "account_velocity"),
         merchant_velocity=raw_table(app, settings, "merchant_velocity"),
+        results=raw_table(app, settings, "velocity_results"),
     )
 
 
-def declare_profile(app: faust.App, settings: Settings) -> AccountTable:
-    return AccountTable(accounts=raw_table(app, settings, "account_profiles"))
+def declare_profile(app: faust.App, settings: Settings) -> AccountTables:
+    return AccountTables(
+        accounts=raw_table(app, settings, "account_profiles"),
+        results=raw_table(app, settings, "profile_results"),
+    )
 
 
-def declare_geo(app: faust.App, settings: Settings) -> AccountTable:
-    return AccountTable(accounts=raw_table(app, settings, "account_geo"))
+def declare_geo(app: faust.App, settings: Settings) -> AccountTables:
+    return AccountTables(
+        accounts=raw_table(app, settings, "account_geo"),
+        results=raw_table(app, settings, "geo_results"),
+    )

@@ -1,11 +1,10 @@
-"""Configuration errors name the variable; agent records remember recent results."""
+"""Configuration errors name the variable."""
 
 from __future__ import annotations
 
 import pytest
 
 from apps.settings import Settings, SettingsError, load_settings
-from tables.idempotency import dump_record, load_record, previous_result, with_result
 
 
 def test_defaults_follow_the_contract(monkeypatch):
@@ -51,14 +50,3 @@ def test_thresholds_out_of_order_are_refused():
 def test_settings_are_frozen():
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises its own ValidationError
         Settings().partitions = 3  # type: ignore[misc]
-
-
-def test_a_record_keeps_only_the_most_recent_results():
-    record = load_record(None)
-    for i in range(5):
-        record = with_result(record, {"n": i}, f"tx-{i}", {"score": i / 10}, keep=3)
-    record = load_record(dump_record(record))
-    assert record["state"] == {"n": 4}
-    assert previous_result(record, "tx-1") is None
-    assert previous_result(record, "tx-4") == {"score": 0.4}
-    assert list(record["recent"]) == ["tx-2", "tx-3", "tx-4"]

@@ -1,0 +1,106 @@
+"""The three scoring agents in test_context: real state, real results, redeliveries absorbed."""
+
+from __future__ import annotations
+
+import orjson
+
+from agents import topics
+from agents.contracts import Transaction
+from agents.fanout import fan_out
+from apps import geo, profile, velocity
+from tests.agents.conftest import Harness
+from tests.kafka_helpers import read_topic
+
+
+def request(tx_id: str, minute: int, *, amount: float = 20.0, lat: float = -23.5, lon: float = -46.6,
+            merchant: str = "m-1", account: str = "acct-1") -> bytes:
+    tx = Transaction.model_validate(
+        {"schema_version": 1, "transaction_id": tx_id, "account_id": account, "amount": amount,
+         "currency": "USD", "timestamp": 1735689600 + 60 * minute, "merchant_id": merchant,
+         "channel": "card_present", "location": {"lat": lat, "lon": lon},
+         "billing_location": {"lat": -23.5, "lon": -46.6}}
+    )
+    return fan_out(tx, requested_at="2026-01-01T00:00:00Z", expected_agents=[], deadline_ms=1).agent_request
+
+
+async def results(settings, agent: str, until: int) -> dict[str, list[dict]]:
+    """Results by transaction id (keyed by analysis_id, they come back in any order)."""
+    out = await read_topic(settings.bootstrap_servers, topics.results_topic(agent), settings.partitions,
+                           until=until, timeout_s=10)
+    by_tx: dict[str, list[dict]] = {}
+    for m in out:
+        by_tx.setdefault(m.json["transaction_id"], []).append(m.json)
+    return by_tx
+
+
+async def test_profile_learns_the_account_and_flags_a_spike_after_warm_up(settings):
+    app = profile.create_app(settings)
+    async with Harness(app, "score_profile") as h:
+        for i in range(8):
+            await h.put(request(f"tx-{i}", i * 60, amount=20.0 + i), b"acct-1")
+        await h.put(request("tx-spike", 600, amount=900.0), b"acct-1")
+        await h.flush()
+        state = orjson.loads(app.tables["account_profiles"][b"acct-1"])
+    out = await results(settings, "profile", 9)
+    assert state["count"] == 9
+    [spike] = out["tx-spike"]
+    assert {r["code"] for r in spike["reasons"]} >= {"PROFILE_AMOUNT_SPIKE"}
+    assert spike["score"] >= 0.8
+    # Warm-up: nothing fires on a new account.
+    assert all(out[f"tx-{i}"][0]["reasons"] == [] for i in range(5))
+
+
+async def test_a_redelivered_request_gets_the_same_result_and_changes_no_state(settings):
+    app = profile.create_app(settings)
+    async with Harness(app, "score_profile") as h:
+        await h.put(request("tx-1", 0, amount=10.0), b"acct-1")
+        await h.put(request("tx-2", 1, amount=30.0), b"acct-1")
+        before = app.tables["account_profiles"][b"acct-1"]
+        await h.put(request("tx-1", 0, amount=10.0), b"acct-1")  # the first one again, late
+        await h.flush()
+        assert app.tables["account_profiles"][b"acct-1"] == before
+    first, again = (await results(settings, "profile", 3))["tx-1"]
+    assert again == first
+
+
+async def test_geo_flags_impossible_travel_between_two_cities(settings):
+    app = geo.create_app(settings)
+    async with Harness(app, "score_geo") as h:
+        await h.put(request("tx-sp", 0), b"acct-1")  # São Paulo
+        await h.put(request("tx-ldn", 30, lat=51.5, lon=-0.12), b"acct-1")  # London, 30 min later
+        await h.flush()
+        state = orjson.loads(app.tables["account_geo"][b"acct-1"])
+    [london] = (await results(settings, "geo", 2))["tx-ldn"]
+    assert [r["code"] for r in london["reasons"]][0] == "GEO_IMPOSSIBLE_TRAVEL"
+    assert london["features"]["speed_kmh"] > 9000
+    assert (state["last_lat"], state["last_lon"]) == (51.5, -0.12)
+
+
+async def test_velocity_counts_the_account_then_the_merchant_and_scores_a_burst(settings):
+    app = velocity.create_app(settings)
+    async with Harness(app, "count_account_velocity") as h:
+        for i in range(4):
+            await h.put(request(f"tx-{i}", 0, merchant=f"m-{i}"), b"acct-1")
+        await h.put(request("tx-0", 0, merchant="m-0"), b"acct-1")  # a copy
+        await h.flush()
+        state = orjson.loads(app.tables["account_velocity"][b"acct-1"])
+    assert len(state["events"]) == 4
+    forwards = await read_topic(settings.bootstrap_servers, topics.VELOCITY_BY_MERCHANT,
+                                settings.partitions, until=5, timeout_s=10)
+    # Keyed by merchant, they come back in any order across partitions.
+    by_tx = {(m.json["request"]["transaction_id"], m.json["duplicate"]): m for m in forwards}
+    assert {tx: m.key for (tx, dup), m in by_tx.items() if not dup} == {
+        f"tx-{i}": f"m-{i}".encode() for i in range(4)
+    }
+    assert by_tx[("tx-3", False)].json["account_windows"]["1m"]["count"] == 4
+    assert ("tx-0", True) in by_tx
+
+    app2 = velocity.create_app(settings)
+    async with Harness(app2, "score_velocity") as h:
+        for m in forwards:
+            await h.put(m.value, m.key, topic=topics.VELOCITY_BY_MERCHANT)
+        await h.flush()
+    out = await results(settings, "velocity", 5)
+    assert {r["code"] for r in out["tx-3"][0]["reasons"]} >= {"VELOCITY_BURST_1M"}
+    first, copy = out["tx-0"]
+    assert copy | {"processed_at": None} == first | {"processed_at": None}

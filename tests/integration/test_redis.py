@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import urllib.request
 
 import pytest
 import redis
@@ -117,3 +119,33 @@ def test_a_redis_outage_never_stops_decisions_and_the_backlog_is_written_after(
         what="the queued decisions to reach redis",
     )
     assert stack.metric("riskstream_redis_queue", "decision") == 0
+
+
+def test_every_metric_the_dashboard_and_alerts_use_is_served_by_a_running_service(stack, run_id):
+    from tests.deploy.support import PROMETHEUS_SERIES
+    from tests.deploy.test_monitoring import every_used_metric
+
+    produce(stack.bootstrap, as_messages(demo_transactions(run_id, 10, seed=45)) + [(None, b"[]")])
+    stack.decisions_for(set(), timeout_s=5)
+    served: set[str] = set()
+    for service in ("orchestrator", "velocity", "profile", "geo", "decision"):
+        text = urllib.request.urlopen(f"{stack.url(service)}/metrics", timeout=5).read().decode()
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split()
+                served.add(name)
+                if kind == "histogram":
+                    served |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+                if kind == "counter" and not name.endswith("_total"):
+                    served.add(f"{name}_total")
+            elif line and not line.startswith("#"):
+                served.add(line.split("{")[0].split(" ")[0])
+    served |= PROMETHEUS_SERIES
+    missing = []
+    for where, kind, name in every_used_metric():
+        if kind == "regex":
+            if not any(re.fullmatch(name, m) for m in served):
+                missing.append((where, name))
+        elif name not in served:
+            missing.append((where, name))
+    assert not missing, missing

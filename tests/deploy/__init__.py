@@ -1,0 +1,1 @@
+"""Deployment artifacts: Dockerfile, docker-compose.yml, Helm chart, Prometheus and Grafana."""

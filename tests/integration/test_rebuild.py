@@ -19,7 +19,9 @@ WALL_CLOCK = ("decided_at", "latency_ms")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = make_stack(tmp_path_factory, "rebuild", extra_env={"RISKSTREAM_DECISION_MODE": "wait_for_all"})
+    s = make_stack(
+        tmp_path_factory, "rebuild", extra_env={"RISKSTREAM_DECISION_MODE": "wait_for_all"}
+    )
     try:
         s.start_all()
         yield s
@@ -48,15 +50,24 @@ def test_rebuilding_every_service_gives_the_same_state_and_the_same_decisions(st
     state_before = lookups(stack, txs)
 
     stack.supervisor.stop_all()
-    env = {**os.environ, "RISKSTREAM_BROKER": stack.settings.broker,
-           "RISKSTREAM_DATA_DIR": str(stack.root), "RISKSTREAM_PARTITIONS": "4"}
+    env = {
+        **os.environ,
+        "RISKSTREAM_BROKER": stack.settings.broker,
+        "RISKSTREAM_DATA_DIR": str(stack.root),
+        "RISKSTREAM_PARTITIONS": "4",
+    }
     for service in topics.SERVICES:
         # each service keeps its state under <root>/<service>/<service>
         env["RISKSTREAM_DATA_DIR"] = str(stack.root / service)
         # The embedded broker keeps reporting members that left: the workers
         # were stopped by pid above, so the group check is skipped.
-        done = subprocess.run([sys.executable, "-m", "apps.cli", "rebuild", service, "--force"],
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "apps.cli", "rebuild", service, "--force"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert not (stack.root / service / service).exists()
 
@@ -85,10 +96,18 @@ def test_rebuilding_every_service_gives_the_same_state_and_the_same_decisions(st
 
 
 def test_rebuild_refuses_while_workers_of_the_service_run(stack):
-    env = {**os.environ, "RISKSTREAM_BROKER": stack.settings.broker,
-           "RISKSTREAM_DATA_DIR": str(stack.root / "profile")}
-    done = subprocess.run([sys.executable, "-m", "apps.cli", "rebuild", "profile", "--wait", "1"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "RISKSTREAM_BROKER": stack.settings.broker,
+        "RISKSTREAM_DATA_DIR": str(stack.root / "profile"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "apps.cli", "rebuild", "profile", "--wait", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "stop every `riskstream worker profile` first" in done.stderr
     assert get_json(f"{stack.url('profile')}/ready")[0] == 200

@@ -34,11 +34,21 @@ def test_with_two_velocity_workers_either_one_answers_for_every_key(stack, run_i
         "velocity", free_port(), name="velocity-2", data_dir=stack.root / "velocity-2"
     )
     workers = [stack.url("velocity"), second.url]
+    probe = f"{second.url}/accounts/{txs[0]['account_id']}/velocity"
+
+    # While the new worker joins and recovers, it says so: 503, Retry-After, JSON.
+    unavailable = []
 
     def both_ready() -> bool:
+        status, body, headers = get_json(probe)
+        if status == 503:
+            unavailable.append((body, headers))
         return all(get_json(f"{w}/ready")[0] == 200 for w in workers)
 
-    wait_for(both_ready, timeout_s=90, what="two ready velocity workers")
+    wait_for(both_ready, timeout_s=90, interval_s=0.1, what="two ready velocity workers")
+    assert unavailable, "the joining worker never answered 503 while it was not ready"
+    body, headers = unavailable[0]
+    assert headers["Retry-After"] and body["status"] == 503 and body["error"]
     accounts = sorted({tx["account_id"] for tx in txs})
     merchants = sorted({tx["merchant_id"] for tx in txs})
     served_by = set()

@@ -94,6 +94,10 @@ def register(
                 Analysis.from_dict(orjson.loads(raw_state)) if raw_state else Analysis(analysis_id)
             )
             if msg.topic == topics.DECISION_REQUESTS:
+                # The decision needs the ids, times and expectations, not the
+                # transaction itself: keep the join state small, it is rewritten
+                # with every answer.
+                body.pop("transaction", None)
                 state = with_request(state, body)
             elif msg.topic in RESULT_TOPICS:
                 state = with_result(state, body)
@@ -137,6 +141,8 @@ def register(
         now = now_ms()
         while due and due[0][0] <= now:
             _, analysis_id = heapq.heappop(due)
+            if analysis_id not in scheduled:
+                continue  # decided before its deadline: no tick needed
             scheduled.discard(analysis_id)
             await deadlines.send(
                 key=analysis_id.encode(),

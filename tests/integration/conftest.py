@@ -7,6 +7,7 @@ Tests produce with an independent client (librdkafka) and read topics back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
@@ -103,15 +104,22 @@ def make_stack(tmp_path_factory, name: str, extra_env: dict[str, str] | None = N
     return Stack(broker, settings, supervisor, root)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = make_stack(tmp_path_factory, "stack")
+@contextlib.contextmanager
+def running_stack(tmp_path_factory, name: str, extra_env: dict[str, str] | None = None):
+    """A broker and the five services, all stopped by pid on the way out."""
+    s = make_stack(tmp_path_factory, name, extra_env)
     try:
         s.start_all()
         yield s
     finally:
         s.supervisor.stop_all()
         s.broker.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory, "stack") as s:
+        yield s
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import ssl
-import subprocess
 import threading
 import urllib.request
 
@@ -24,6 +22,7 @@ from apps.kafka import create_topics
 from apps.settings import Settings
 from apps.supervisor import Supervisor
 from tests.integration.conftest import wait_for
+from tests.kafka_helpers import make_certificate
 
 
 def _text(url: str) -> str:
@@ -31,37 +30,9 @@ def _text(url: str) -> str:
         return resp.read().decode()
 
 
-OPENSSL = shutil.which("openssl")
-
-
 @pytest.fixture
 def certificate(tmp_path):
-    if OPENSSL is None:
-        pytest.fail("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            OPENSSL,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return make_certificate(tmp_path)
 
 
 class TlsTerminator(threading.Thread):

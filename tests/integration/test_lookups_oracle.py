@@ -11,7 +11,7 @@ import pytest
 
 from agents.demo import DemoConfig, generate
 from agents.files import write_transactions
-from tests.integration.conftest import get_json, make_stack
+from tests.integration.conftest import get_json, running_stack
 
 WINDOWS_MS = {"1m": 60_000, "10m": 600_000, "1h": 3_600_000, "24h": 86_400_000}
 
@@ -19,13 +19,11 @@ WINDOWS_MS = {"1m": 60_000, "10m": 600_000, "1h": 3_600_000, "24h": 86_400_000}
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory):
     """A fresh stack fed by `riskstream replay` with a generated file."""
-    s = make_stack(tmp_path_factory, "oracle")
-    path = s.root / "history.jsonl"
-    write_transactions(
-        path, generate(DemoConfig(seed=77, transactions=600, accounts=40, merchants=20))
-    )
-    try:
-        s.start_all()
+    with running_stack(tmp_path_factory, "oracle") as s:
+        path = s.root / "history.jsonl"
+        write_transactions(
+            path, generate(DemoConfig(seed=77, transactions=600, accounts=40, merchants=20))
+        )
         env = {**os.environ, "RISKSTREAM_BROKER": s.settings.broker}
         done = subprocess.run(
             [sys.executable, "-m", "apps.cli", "replay", str(path)],
@@ -43,9 +41,6 @@ def replayed(tmp_path_factory):
         ids = {r[0] for r in db.execute("SELECT transaction_id FROM tx").fetchall()}
         s.decisions_for(ids, timeout_s=120)  # everything has gone through
         yield s, db
-    finally:
-        s.supervisor.stop_all()
-        s.broker.stop()
 
 
 def test_account_velocity_equals_sql_windows_at_each_accounts_last_event(replayed):

@@ -10,7 +10,7 @@ import pytest
 
 from agents import topics
 from apps.broker import free_port
-from tests.integration.conftest import get_json, make_stack, wait_for
+from tests.integration.conftest import get_json, running_stack, wait_for
 from tests.integration.test_pipeline import as_messages, demo_transactions
 from tests.kafka_helpers import produce
 
@@ -19,15 +19,9 @@ WALL_CLOCK = ("decided_at", "latency_ms")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = make_stack(
-        tmp_path_factory, "rebuild", extra_env={"RISKSTREAM_DECISION_MODE": "wait_for_all"}
-    )
-    try:
-        s.start_all()
+    env = {"RISKSTREAM_DECISION_MODE": "wait_for_all"}
+    with running_stack(tmp_path_factory, "rebuild", env) as s:
         yield s
-    finally:
-        s.supervisor.stop_all()
-        s.broker.stop()
 
 
 def lookups(stack, txs) -> dict:

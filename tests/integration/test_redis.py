@@ -12,7 +12,7 @@ import redis
 
 from agents.contracts import analysis_id_for
 from apps.broker import free_port, wait_for_port
-from tests.integration.conftest import get_json, make_stack, wait_for
+from tests.integration.conftest import get_json, running_stack, wait_for
 from tests.integration.test_pipeline import as_messages, demo_transactions
 from tests.kafka_helpers import produce
 
@@ -66,13 +66,8 @@ def stack(tmp_path_factory, redis_server):
         "RISKSTREAM_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0",
         "RISKSTREAM_REDIS_TTL_S": "3600",
     }
-    s = make_stack(tmp_path_factory, "redis", extra_env=env)
-    try:
-        s.start_all()
+    with running_stack(tmp_path_factory, "redis", env) as s:
         yield s
-    finally:
-        s.supervisor.stop_all()
-        s.broker.stop()
 
 
 def test_every_decision_is_written_to_redis_and_read_from_there_first(stack, redis_server, run_id):

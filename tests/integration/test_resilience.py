@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from apps.broker import free_port
-from tests.integration.conftest import get_json, make_stack, wait_for
+from tests.integration.conftest import get_json, running_stack, wait_for
 from tests.integration.test_pipeline import as_messages, demo_transactions
 from tests.kafka_helpers import produce
 
@@ -16,13 +16,8 @@ SERVED_BY = "X-Riskstream-Served-By"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    s = make_stack(tmp_path_factory, "resilience")
-    try:
-        s.start_all()
+    with running_stack(tmp_path_factory, "resilience") as s:
         yield s
-    finally:
-        s.supervisor.stop_all()
-        s.broker.stop()
 
 
 def test_with_two_velocity_workers_either_one_answers_for_every_key(stack, run_id):

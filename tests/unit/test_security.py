@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 
 import pytest
 
 from apps.security import aiokafka_auth, faust_credentials
 from apps.settings import Settings, SettingsError, load_settings
+from tests.kafka_helpers import make_certificate
 
 
 def test_plaintext_is_the_default():
@@ -32,27 +32,7 @@ def test_sasl_over_plaintext_carries_the_mechanism_and_credentials(mechanism):
 
 
 def test_sasl_ssl_verifies_the_broker_against_the_given_ca(tmp_path):
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = make_certificate(tmp_path)
     s = Settings(
         security_protocol="SASL_SSL",
         sasl_mechanism="SCRAM-SHA-512",

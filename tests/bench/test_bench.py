@@ -1,0 +1,121 @@
+"""`riskstream bench --quick` end to end: the embedded broker, the five services and the
+baselines as processes, a JSON report with every figure, and no process left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apps.bench import add_parser, make_plan, pid_alive, plot_latency
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("orchestrator", "velocity", "profile", "geo", "decision")
+RUN_BENCH = "import sys; from apps.bench import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN_BENCH, "--quick", "--json", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        output, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        # SIGTERM makes the bench stop what it started before it exits.
+        os.kill(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        pytest.fail(f"bench --quick did not finish in 240 s:\n{output.decode(errors='replace')}")
+    assert proc.returncode == 0, output.decode(errors="replace")
+    return json.loads(out.read_text())
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_a_quick_bench_measures_the_pipeline_end_to_end(quick_report):
+    (run,) = quick_report["runs"]
+    assert run["decided"] == run["produced"] > 0
+    assert run["throughput_tps"] > 0
+    lat = run["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert run["missing_agents"] >= 0
+    assert quick_report["pipeline_throughput_tps"] == run["throughput_tps"]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_a_quick_bench_measures_every_service_and_the_broker(quick_report):
+    (run,) = quick_report["runs"]
+    for name in (*SERVICES, "broker"):
+        assert run["cpu_s"][name] > 0, name
+        assert run["rss_peak_mb"][name] > 0, name
+        assert quick_report["rss_peak_mb"][name] > 0, name
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_a_quick_bench_measures_both_baselines_and_the_ratios(quick_report):
+    for name in ("faust_naive", "aiokafka_relay"):
+        baseline = quick_report["baselines"][name]
+        assert baseline["events_per_s"] > 0, name
+        assert baseline["latency_ms"]["p50"] <= baseline["latency_ms"]["p99"], name
+        assert quick_report["ratios"][f"pipeline_vs_{name}"] > 0, name
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_a_quick_bench_describes_the_machine_and_states_every_target(quick_report):
+    machine = quick_report["machine"]
+    assert machine["nproc"] >= 1 and machine["memory_mb"] > 0 and machine["python"]
+    assert quick_report["settings"]["quick"] is True
+    assert len(quick_report["targets"]) == 3
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_a_quick_bench_leaves_no_process_behind(quick_report):
+    started = quick_report["processes"]
+    assert set(started) >= {*SERVICES, "broker", "faust_naive", "aiokafka_relay"}
+    assert [name for name, pid in started.items() if pid_alive(pid)] == []
+
+
+def test_the_bench_subcommand_parses_its_options():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="riskstream")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["bench", "-n", "50", "--rate", "100", "--rate", "0", "--no-baselines"]
+    )
+    plan = make_plan(args)
+    assert (plan.transactions, plan.rates, plan.baselines) == (50, [100.0, 0.0], False)
+    quick = make_plan(parser.parse_args(["bench", "--quick"]))
+    assert quick.quick and len(quick.rates) == 1 and quick.transactions < 1000
+
+
+def test_the_latency_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+
+    def run(rate, produce_rate, p50, p99):
+        return {
+            "offered_rate": rate,
+            "produce_rate": produce_rate,
+            "throughput_tps": 100.0,
+            "latency_ms": {"p50": p50, "p99": p99},
+        }
+
+    report = {
+        "machine": {"nproc": 2},
+        "runs": [run(50, 50, 20, 60), run(100, 100, 40, 300), run(0, 5000, 9000, 20000)],
+    }
+    plot_latency(report, tmp_path / "latency.png")
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-tools run test lint unit agents integration deploy demo-file clean
+.PHONY: setup system-tools run test lint unit agents integration deploy bench demo-file clean
 
 setup: system-tools $(STAMP)
 
@@ -56,6 +56,10 @@ integration: setup
 
 deploy: setup
 	$(BIN)/python -m pytest -q tests/deploy
+
+# A short benchmark; `riskstream bench --help` for the full one (docs/benchmarks.md).
+bench: setup
+	$(BIN)/riskstream bench --quick
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

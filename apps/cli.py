@@ -1,4 +1,4 @@
-"""The `riskstream` command: up, worker, replay, topics create, demo."""
+"""The `riskstream` command: up, worker, replay, topics create, rebuild, bench, demo."""
 
 from __future__ import annotations
 
@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the empty-group check (workers known to be stopped)",
     )
 
+    from apps.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
+
     demo = sub.add_parser("demo", help="write the generated demo data set to a file")
     demo.add_argument("file", type=Path, help=".jsonl, .csv or .parquet")
     demo.add_argument("--transactions", type=int, default=5000)
@@ -97,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"rebuilt {', '.join(services)}: start the workers again")
         return 0
+    if args.command == "bench":
+        from apps.bench import run_bench
+
+        return run_bench(args)
     if args.command == "demo":
         from agents.demo import DemoConfig, generate
         from agents.files import write_transactions

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--broker-port", type=int, default=9092, help="embedded broker port")
     up.add_argument("--demo", action="store_true", help="stream a generated data set")
     up.add_argument("--demo-transactions", type=int, default=5000)
-    up.add_argument("--demo-rate", type=float, default=50.0, help="demo transactions per second")
+    up.add_argument("--demo-rate", type=float, default=25.0, help="demo transactions per second")
     up.add_argument("--replay", type=Path, metavar="FILE", help="produce a file of transactions")
     up.add_argument("--exit-after-demo", action="store_true", help="stop once the demo is decided")
     up.add_argument("--quiet", action="store_true", help="summary lines only")

@@ -14,7 +14,7 @@ import orjson
 
 from agents import topics
 from agents.account_agent import parse_request
-from agents.contracts import now_rfc3339
+from agents.contracts import now_rfc3339, rfc3339_to_ms
 from agents.results import agent_result
 from agents.scoring import VelocityRules, score_velocity
 from apps.metrics import Metrics
@@ -85,7 +85,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 forward = orjson.loads(event.value)
                 request = forward["request"]
                 tx = request["transaction"]
-                time_ms = parse_request(orjson.dumps(request))[1].event_time_ms
+                time_ms = rfc3339_to_ms(request["event_time"])  # normalised by the orchestrator
             except Exception as exc:
                 unreadable(event, exc)
                 continue

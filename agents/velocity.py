@@ -51,12 +51,12 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             except Exception as exc:
                 unreadable(event, exc)
                 continue
-            key = tx.account_id.encode()
+            key, time_ms = tx.account_id.encode(), tx.event_time_ms
             raw = tables.account_velocity.get(key)
             before = AccountVelocity.from_dict(orjson.loads(raw)) if raw else None
             applied = apply_account_event(
                 before,
-                time_ms=tx.event_time_ms,
+                time_ms=time_ms,
                 transaction_id=tx.transaction_id,
                 amount=tx.amount,
                 merchant_id=tx.merchant_id,
@@ -73,7 +73,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             # first one got (or, if that one never got that far, computes it).
             forward = {
                 "request": request,
-                "account_windows": account_windows(applied.state, tx.event_time_ms),
+                "account_windows": account_windows(applied.state, time_ms),
                 "duplicate": applied.duplicate,
             }
             await by_merchant.send(key=tx.merchant_id.encode(), value=orjson.dumps(forward))

@@ -9,6 +9,7 @@ import faust
 from agents import topics
 from agents.contracts import AGENT_NAMES, SourcePosition, Transaction, dumps, now_rfc3339
 from agents.fanout import fan_out
+from agents.ordering import install_source_watermarks
 from agents.validation import Rejected, dead_letter, fingerprint, parse_transaction
 from apps.metrics import Metrics
 from apps.settings import Settings
@@ -27,13 +28,19 @@ def register(
     by_account = app.topic(topics.TRANSACTIONS_BY_ACCOUNT)
     dead_letters = app.topic(topics.DEAD_LETTERS)
     decision_requests = app.topic(topics.DECISION_REQUESTS)
-    agent_requests = [app.topic(topics.requests_topic(name)) for name in AGENT_NAMES]
     seen = tables.seen_transactions
+    agent_requests = [app.topic(topics.requests_topic(name)) for name in AGENT_NAMES]
+    velocity_requests = agent_requests[AGENT_NAMES.index("velocity")]
+    watermarks = install_source_watermarks(app, settings)  # None unless ordering=event_time
 
     async def handle(event: faust.EventT, may_rekey: bool) -> None:
         raw: bytes | None = event.value
         source = _source_of(event)
         parsed = parse_transaction(raw)
+        if watermarks is not None:
+            watermarks.observe(
+                event, None if isinstance(parsed, Rejected) else parsed.event_time_ms
+            )
         if isinstance(parsed, Rejected):
             await _dead_letter(parsed, raw, event.key, source)
             return
@@ -73,7 +80,9 @@ def register(
             deadline_ms=settings.deadline_ms,
         )
         for topic in agent_requests:
-            await topic.send(key=account_key, value=out.agent_request)
+            sent = await topic.send(key=account_key, value=out.agent_request)
+            if watermarks is not None and topic is velocity_requests:
+                watermarks.sent_request(sent)
         await decision_requests.send(key=out.analysis_id.encode(), value=out.decision_request)
 
     async def _dead_letter(

@@ -15,6 +15,9 @@ DECISIONS = "decision.results"
 TRANSACTIONS_BY_ACCOUNT = "riskstream.transactions.by-account"
 # velocity's second stage: per-merchant windows need the merchant_id as key.
 VELOCITY_BY_MERCHANT = "riskstream.velocity.by-merchant"
+# ordering=event_time: the orchestrator's watermarks, partition for partition
+# beside agent.velocity.requests (see tables/watermarks.py).
+VELOCITY_WATERMARKS = "riskstream.velocity.watermarks"
 # decision deadlines, keyed by analysis_id, so a timer can act inside a stream.
 DECISION_DEADLINES = "riskstream.decision.deadlines"
 
@@ -37,7 +40,7 @@ def contract_topics() -> list[str]:
 
 
 def internal_topics() -> list[str]:
-    return [TRANSACTIONS_BY_ACCOUNT, VELOCITY_BY_MERCHANT, DECISION_DEADLINES]
+    return [TRANSACTIONS_BY_ACCOUNT, VELOCITY_BY_MERCHANT, VELOCITY_WATERMARKS, DECISION_DEADLINES]
 
 
 # Table names per service; a table's changelog topic is "<service>-<table>-changelog".
@@ -54,7 +57,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 # What each service consumes: its consumer group's offsets are on these topics.
 SOURCES: dict[str, tuple[str, ...]] = {
     "orchestrator": (TRANSACTIONS, TRANSACTIONS_BY_ACCOUNT),
-    "velocity": (requests_topic("velocity"), VELOCITY_BY_MERCHANT),
+    "velocity": (requests_topic("velocity"), VELOCITY_WATERMARKS, VELOCITY_BY_MERCHANT),
     "profile": (requests_topic("profile"),),
     "geo": (requests_topic("geo"),),
     "decision": (

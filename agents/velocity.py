@@ -3,6 +3,9 @@
 Stage one runs on agent.velocity.requests (keyed by account_id) and forwards the
 request with the account's windows to riskstream.velocity.by-merchant, keyed by
 merchant_id, so that each merchant's windows live in one partition too.
+
+With ``ordering=event_time`` the merchant stage scores in event-time order behind
+watermarks (agents/ordering.py); with ``arrival`` it scores each as it comes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import orjson
 from agents import topics
 from agents.account_agent import parse_request
 from agents.contracts import now_rfc3339, rfc3339_to_ms
+from agents.ordering import MARKER, OrderedMerchantStage, RelayedWatermarks
 from agents.results import agent_result
 from agents.scoring import VelocityRules, score_velocity
 from apps.metrics import Metrics
@@ -38,6 +42,8 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     results = app.topic(topics.results_topic("velocity"))
     rules = VelocityRules()
     lateness_ms = settings.allowed_lateness_s * 1000
+    ordered = settings.ordering == "event_time"
+    relay = RelayedWatermarks(app, requests.get_topic_name(), by_merchant) if ordered else None
 
     def unreadable(event: faust.EventT, exc: Exception) -> None:
         metrics.invalid_internal.labels(event.message.topic).inc()
@@ -77,50 +83,106 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 "duplicate": applied.duplicate,
             }
             await by_merchant.send(key=tx.merchant_id.encode(), value=orjson.dumps(forward))
+            if relay is not None:
+                await relay.processed(event.message.partition, event.message.offset)
 
-    @app.agent(by_merchant, name="score_velocity")
-    async def score_merchant_velocity(stream: faust.StreamT) -> None:
+    async def score(forward: dict, time_ms: int) -> None:
+        request = forward["request"]
+        tx = request["transaction"]
+        analysis_key = request["analysis_id"].encode()
+        previous = tables.results.get(tx["transaction_id"].encode())
+        if previous is not None:
+            # A copy: answer with the very result the first one got.
+            await results.send(key=analysis_key, value=previous)
+            return
+        key = tx["merchant_id"].encode()
+        raw = tables.merchant_velocity.get(key)
+        before = MerchantVelocity.from_dict(orjson.loads(raw)) if raw else None
+        applied = apply_merchant_event(
+            before,
+            time_ms=time_ms,
+            transaction_id=tx["transaction_id"],
+            account_id=tx["account_id"],
+            max_events=settings.max_events_per_merchant,
+            allowed_lateness_ms=lateness_ms,
+        )
+        if not applied.duplicate:
+            tables.merchant_velocity[key] = orjson.dumps(applied.state.to_dict())
+        scored = score_velocity(
+            forward["account_windows"], merchant_windows(applied.state, time_ms), rules
+        )
+        result = agent_result(
+            "velocity",
+            request,
+            score=scored.score,
+            reasons=list(scored.reasons),
+            features=dict(scored.features),
+            processed_at=now_rfc3339(),
+        )
+        encoded = orjson.dumps(result)
+        tables.results[tx["transaction_id"].encode()] = encoded
+        metrics.agent_results.labels("velocity").inc()
+        metrics.agent_scores.labels("velocity").observe(result["score"])
+        await results.send(key=analysis_key, value=encoded)
+
+    def read_forward(event: faust.EventT) -> tuple[dict, int] | None:
+        try:
+            forward = orjson.loads(event.value)
+            if MARKER in forward:
+                marker = forward[MARKER]
+                int(marker["sender"]), int(marker["senders"]), marker["time_ms"]
+                return forward, 0
+            time_ms = rfc3339_to_ms(forward["request"]["event_time"])  # normalised upstream
+            forward["request"]["transaction"]["transaction_id"]
+            forward["request"]["transaction"]["merchant_id"]
+        except Exception as exc:
+            unreadable(event, exc)
+            return None
+        return forward, time_ms
+
+    if relay is None:
+
+        @app.agent(by_merchant, name="score_velocity")
+        async def score_merchant_velocity(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                read = read_forward(event)
+                if read is not None and MARKER not in read[0]:
+                    await score(*read)
+
+        return
+
+    watermarks = app.topic(topics.VELOCITY_WATERMARKS)
+    stage = OrderedMerchantStage(score)
+
+    @app.agent(watermarks, name="relay_watermarks")
+    async def relay_watermarks(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
-                forward = orjson.loads(event.value)
-                request = forward["request"]
-                tx = request["transaction"]
-                time_ms = rfc3339_to_ms(request["event_time"])  # normalised by the orchestrator
-            except Exception as exc:
+                await relay.marker(event.message.partition, event.value)
+            except (ValueError, KeyError, TypeError) as exc:
                 unreadable(event, exc)
+
+    @app.agent(by_merchant, name="score_velocity")
+    async def score_merchant_velocity_in_order(stream: faust.StreamT) -> None:
+        # Acknowledged by hand: a held transaction is acknowledged when scored.
+        manual = stream.noack()
+        stage.ack = manual.ack
+        async for event in manual.events():
+            read = read_forward(event)
+            if read is None:
+                await stage.passed(event)
                 continue
-            analysis_key = request["analysis_id"].encode()
-            previous = tables.results.get(tx["transaction_id"].encode())
-            if previous is not None:
-                # A copy: answer with the very result the first one got.
-                await results.send(key=analysis_key, value=previous)
-                continue
-            key = tx["merchant_id"].encode()
-            raw = tables.merchant_velocity.get(key)
-            before = MerchantVelocity.from_dict(orjson.loads(raw)) if raw else None
-            applied = apply_merchant_event(
-                before,
-                time_ms=time_ms,
-                transaction_id=tx["transaction_id"],
-                account_id=tx["account_id"],
-                max_events=settings.max_events_per_merchant,
-                allowed_lateness_ms=lateness_ms,
-            )
-            if not applied.duplicate:
-                tables.merchant_velocity[key] = orjson.dumps(applied.state.to_dict())
-            scored = score_velocity(
-                forward["account_windows"], merchant_windows(applied.state, time_ms), rules
-            )
-            result = agent_result(
-                "velocity",
-                request,
-                score=scored.score,
-                reasons=list(scored.reasons),
-                features=dict(scored.features),
-                processed_at=now_rfc3339(),
-            )
-            encoded = orjson.dumps(result)
-            tables.results[tx["transaction_id"].encode()] = encoded
-            metrics.agent_results.labels("velocity").inc()
-            metrics.agent_scores.labels("velocity").observe(result["score"])
-            await results.send(key=analysis_key, value=encoded)
+            forward, time_ms = read
+            if MARKER in forward:
+                await stage.on_marker(event, forward[MARKER])
+            elif tables.results.get(forward["request"]["transaction"]["transaction_id"].encode()):
+                await score(forward, time_ms)  # a copy of one already scored
+                await stage.passed(event)
+            elif await stage.on_event(event, forward, time_ms):
+                metrics.behind_watermark.inc()
+            metrics.held_transactions.set(stage.held())
+
+    @app.on_partitions_revoked.connect
+    async def drop_held(app: faust.App, revoked: set, **kwargs: object) -> None:
+        stage.revoke({tp.partition for tp in revoked if tp.topic == topics.VELOCITY_BY_MERCHANT})
+        relay.revoke({tp.partition for tp in revoked if tp.topic == requests.get_topic_name()})

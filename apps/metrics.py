@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -23,6 +23,8 @@ class Metrics:
     decision_latency: Histogram
     missing_agents: Counter
     late_results: Counter
+    held_transactions: Gauge
+    behind_watermark: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -63,5 +65,14 @@ class Metrics:
             ),
             late_results=counter(
                 "late_agent_results", "Agent results that arrived after the decision", ("agent",)
+            ),
+            held_transactions=Gauge(
+                "riskstream_held_transactions",
+                "ordering=event_time: transactions velocity's merchant stage holds behind the watermark",
+                registry=registry,
+            ),
+            behind_watermark=counter(
+                "behind_watermark",
+                "ordering=event_time: transactions that came after a later one was scored (scored at once)",
             ),
         )

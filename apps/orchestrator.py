@@ -3,7 +3,8 @@
 Consumes: transactions (raw bytes; key account_id, or anything: it re-keys),
           riskstream.transactions.by-account (its own re-keyed messages)
 Produces: agent.velocity|profile|geo.requests (key account_id),
-          agent.decision.requests (key analysis_id), transactions.dlq (original key)
+          agent.decision.requests (key analysis_id), transactions.dlq (original key),
+          riskstream.velocity.watermarks (ordering=event_time only)
 Tables:   seen_transactions (transaction_id -> body fingerprint)
 HTTP:     /health, /ready, /metrics
 Run:      riskstream worker orchestrator   (web port 6066 unless RISKSTREAM_WEB_PORT)

@@ -82,6 +82,18 @@ class Settings(BaseSettings):
     # answered; "review" makes the outcome at least review; "decline" declines.
     missing_agent_policy: Literal["ignore", "review", "decline"] = "review"
 
+    # --- Event-time ordering (velocity's merchant stage)
+    # "arrival": score each transaction as it arrives (live: lowest latency).
+    # "event_time": the merchant stage holds transactions behind watermarks and
+    # scores them in (event time, transaction_id) order, so merchant windows, and
+    # with decision_mode=wait_for_all every decision, are the same whatever the
+    # replay speed or partition count. Set it on the orchestrator and velocity.
+    ordering: Literal["arrival", "event_time"] = "arrival"
+    watermark_interval_ms: int = Field(100, ge=10)
+    # A source partition read to its end and quiet this long stops holding the
+    # others back: the end of a replay is released after this long.
+    source_idle_ms: int = Field(2000, ge=100)
+
     # --- Agent state bounds
     max_events_per_account: int = Field(2000, ge=10)
     max_events_per_merchant: int = Field(20000, ge=10)

@@ -1,7 +1,8 @@
 """velocity: event-time sliding windows per account and per merchant.
 
 Consumes: agent.velocity.requests (key account_id),
-          riskstream.velocity.by-merchant (its own second stage, key merchant_id)
+          riskstream.velocity.by-merchant (its own second stage, key merchant_id),
+          riskstream.velocity.watermarks (ordering=event_time only)
 Produces: agent.velocity.results (key analysis_id, value AgentResult)
 Tables:   account_velocity (account_id -> recent events), merchant_velocity (merchant_id -> recent events)
 HTTP:     GET /accounts/{account_id}/velocity, GET /merchants/{merchant_id}/velocity

@@ -12,21 +12,44 @@ from tests.agents.conftest import Harness
 from tests.kafka_helpers import read_topic
 
 
-def request(tx_id: str, minute: int, *, amount: float = 20.0, lat: float = -23.5, lon: float = -46.6,
-            merchant: str = "m-1", account: str = "acct-1") -> bytes:
+def request(
+    tx_id: str,
+    minute: int,
+    *,
+    amount: float = 20.0,
+    lat: float = -23.5,
+    lon: float = -46.6,
+    merchant: str = "m-1",
+    account: str = "acct-1",
+) -> bytes:
     tx = Transaction.model_validate(
-        {"schema_version": 1, "transaction_id": tx_id, "account_id": account, "amount": amount,
-         "currency": "USD", "timestamp": 1735689600 + 60 * minute, "merchant_id": merchant,
-         "channel": "card_present", "location": {"lat": lat, "lon": lon},
-         "billing_location": {"lat": -23.5, "lon": -46.6}}
+        {
+            "schema_version": 1,
+            "transaction_id": tx_id,
+            "account_id": account,
+            "amount": amount,
+            "currency": "USD",
+            "timestamp": 1735689600 + 60 * minute,
+            "merchant_id": merchant,
+            "channel": "card_present",
+            "location": {"lat": lat, "lon": lon},
+            "billing_location": {"lat": -23.5, "lon": -46.6},
+        }
     )
-    return fan_out(tx, requested_at="2026-01-01T00:00:00Z", expected_agents=[], deadline_ms=1).agent_request
+    return fan_out(
+        tx, requested_at="2026-01-01T00:00:00Z", expected_agents=[], deadline_ms=1
+    ).agent_request
 
 
 async def results(settings, agent: str, until: int) -> dict[str, list[dict]]:
     """Results by transaction id (keyed by analysis_id, they come back in any order)."""
-    out = await read_topic(settings.bootstrap_servers, topics.results_topic(agent), settings.partitions,
-                           until=until, timeout_s=10)
+    out = await read_topic(
+        settings.bootstrap_servers,
+        topics.results_topic(agent),
+        settings.partitions,
+        until=until,
+        timeout_s=10,
+    )
     by_tx: dict[str, list[dict]] = {}
     for m in out:
         by_tx.setdefault(m.json["transaction_id"], []).append(m.json)
@@ -85,8 +108,13 @@ async def test_velocity_counts_the_account_then_the_merchant_and_scores_a_burst(
         await h.flush()
         state = orjson.loads(app.tables["account_velocity"][b"acct-1"])
     assert len(state["events"]) == 4
-    forwards = await read_topic(settings.bootstrap_servers, topics.VELOCITY_BY_MERCHANT,
-                                settings.partitions, until=5, timeout_s=10)
+    forwards = await read_topic(
+        settings.bootstrap_servers,
+        topics.VELOCITY_BY_MERCHANT,
+        settings.partitions,
+        until=5,
+        timeout_s=10,
+    )
     # Keyed by merchant, they come back in any order across partitions.
     by_tx = {(m.json["request"]["transaction_id"], m.json["duplicate"]): m for m in forwards}
     assert {tx: m.key for (tx, dup), m in by_tx.items() if not dup} == {

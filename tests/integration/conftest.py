@@ -49,7 +49,7 @@ class Stack:
         self.supervisor.wait_ready(timeout_s=120)
 
     def read(self, topic: str, **kw) -> list:
-        return asyncio.run(read_topic(self.bootstrap, topic, PARTITIONS, **kw))
+        return asyncio.run(read_topic(self.bootstrap, topic, self.settings.partitions, **kw))
 
     def decisions_for(self, tx_ids: set[str], timeout_s: float = 90.0) -> dict[str, list[dict]]:
         """Every decision message for these transactions, once each has at least one."""
@@ -95,19 +95,29 @@ def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.5, what: 
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def make_stack(tmp_path_factory, name: str, extra_env: dict[str, str] | None = None) -> Stack:
+def make_stack(
+    tmp_path_factory,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    partitions: int = PARTITIONS,
+) -> Stack:
     root = tmp_path_factory.mktemp(name)
     broker = EmbeddedBroker(port=free_port(), log_path=root / "broker.log").start()
-    settings = Settings(broker=broker.url, partitions=PARTITIONS, data_dir=root)
+    settings = Settings(broker=broker.url, partitions=partitions, data_dir=root)
     asyncio.run(create_topics(settings))
     supervisor = Supervisor(settings, root / "logs", extra_env=dict(extra_env or {}))
     return Stack(broker, settings, supervisor, root)
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path_factory, name: str, extra_env: dict[str, str] | None = None):
+def running_stack(
+    tmp_path_factory,
+    name: str,
+    extra_env: dict[str, str] | None = None,
+    partitions: int = PARTITIONS,
+):
     """A broker and the five services, all stopped by pid on the way out."""
-    s = make_stack(tmp_path_factory, name, extra_env)
+    s = make_stack(tmp_path_factory, name, extra_env, partitions)
     try:
         s.start_all()
         yield s

@@ -56,6 +56,8 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 request, tx = parse_request(event.value)
             except Exception as exc:
                 unreadable(event, exc)
+                if relay is not None:  # skipped is processed: a marker may wait for it
+                    await relay.processed(event.message.partition, event.message.offset)
                 continue
             key, time_ms = tx.account_id.encode(), tx.event_time_ms
             raw = tables.account_velocity.get(key)

@@ -165,7 +165,3 @@ class EventTimeBuffer(Generic[T]):
             self.released_through = max(self.released_through, held.time_ms)
             out.append(held.item)
         return out
-
-    def drain(self) -> list[T]:
-        """Everything held, oldest first, without releasing it (the partition was revoked)."""
-        return [heapq.heappop(self._heap).item for _ in range(len(self._heap))]

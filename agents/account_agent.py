@@ -35,6 +35,13 @@ def register_account_agent(
     requests = app.topic(topics.requests_topic(agent))
     results = app.topic(topics.results_topic(agent))
     requests_name = topics.requests_topic(agent)
+    # Label lookups resolved once, not per event.
+    late, published, scores, duplicates = (
+        metrics.late_events.labels(agent),
+        metrics.agent_results.labels(agent),
+        metrics.agent_scores.labels(agent),
+        metrics.duplicates.labels(agent),
+    )
 
     async def score_accounts(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -61,12 +68,12 @@ def register_account_agent(
                 tables.accounts[key] = orjson.dumps(out.state)
                 tables.results[tx_key] = encoded
                 if out.late:
-                    metrics.late_events.labels(agent).inc()
-                metrics.agent_results.labels(agent).inc()
-                metrics.agent_scores.labels(agent).observe(result["score"])
+                    late.inc()
+                published.inc()
+                scores.observe(result["score"])
             else:
                 encoded = previous
-                metrics.duplicates.labels(agent).inc()
+                duplicates.inc()
             await results.send(key=request["analysis_id"].encode(), value=encoded)
 
     app.agent(requests, name=f"score_{agent}")(score_accounts)

@@ -18,17 +18,18 @@ import orjson
 from agents import topics
 from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms, rfc3339_to_ms
 from agents.decide import Policy, decide
+from agents.ordering import OrderedAcks
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.decision import DecisionTables
-from tables.join_state import Analysis, complete, with_request, with_result
+from tables.join_state import Analysis, Pending, PendingJoins, complete, with_request, with_result
 
 log = logging.getLogger(__name__)
 
 RESULT_TOPICS = {topics.results_topic(a): a for a in AGENT_NAMES}
-# How often a worker looks through its pending analyses for deadlines it has not
-# scheduled (after a restart or a rebalance handed it new partitions).
-RESCAN_INTERVAL_S = 2.0
+# Results whose request has not come after this long are let go (see drop_orphans).
+ORPHAN_AFTER_MS = 60_000
+ORPHAN_CHECK_INTERVAL_S = 5.0
 
 
 def policy_from(settings: Settings) -> Policy:
@@ -47,60 +48,80 @@ def register(
     metrics: Metrics,
     on_decided: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
-    """`on_decided` sees every published decision (the Redis read model); it must not block."""
+    """`on_decided` sees every published decision (the Redis read model); it must not block.
+
+    Undecided joins live in memory only (``PendingJoins``): the messages that
+    built one stay unacknowledged until it is decided (``OrderedAcks``), so a
+    crash or a rebalance reads them again and builds the join again. Only the
+    decision itself is written to a table.
+    """
     policy = policy_from(settings)
     inputs = app.topic(topics.DECISION_REQUESTS, *RESULT_TOPICS, topics.DECISION_DEADLINES)
+    input_names = set(inputs.topics)
     deadlines = app.topic(topics.DECISION_DEADLINES)
     decisions_out = app.topic(topics.DECISIONS)
-    pending, decided = tables.pending_analyses, tables.decisions
+    decided = tables.decisions
+    joins = PendingJoins()
+    acks = OrderedAcks()
     due: list[tuple[int, str]] = []  # (deadline epoch ms, analysis_id), a heap
-    scheduled: set[str] = set()
-
     wait_for_all = settings.decision_mode == "wait_for_all"
+    metrics.pending_analyses.set_function(joins.__len__)
+    outcome_counters = {o: metrics.decisions.labels(o) for o in ("approve", "review", "decline")}
 
-    def schedule(state: Analysis) -> None:
-        if wait_for_all or state.request is None or state.analysis_id in scheduled:
-            return
-        heapq.heappush(due, (_deadline_ms(state), state.analysis_id))
-        scheduled.add(state.analysis_id)
+    async def publish(key: bytes, doc: dict[str, Any]) -> None:
+        await decisions_out.send(key=key, value=orjson.dumps(doc))
+        if on_decided is not None:
+            on_decided(doc)
+
+    async def release(pending: Pending) -> None:
+        for entry in pending.tokens:
+            await acks.done(entry)
 
     async def join_and_decide(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        # Acknowledged by hand: a message is acknowledged once its analysis is decided.
+        manual = stream.noack()
+        acks.ack = manual.ack
+        async for event in manual.events():
             msg = event.message
-            position = [msg.topic, msg.partition, msg.offset]
+            entry = acks.track(event)
             try:
                 body: dict[str, Any] = orjson.loads(event.value)
                 analysis_id: str = body["analysis_id"]
             except Exception as exc:  # an internal topic, but never crash on input
                 metrics.invalid_internal.labels(msg.topic).inc()
                 log.error("unreadable message at %s: %r", msg.tp, exc)
+                await acks.done(entry)
                 continue
             key = analysis_id.encode()
-            done = decided.get(key)
-            if done is not None:
-                record = orjson.loads(done)
-                if record["decided_by"] == position:
-                    # The message that made the decision came again (we crashed
-                    # before committing it): publish the same decision again.
-                    await decisions_out.send(key=key, value=orjson.dumps(record["decision"]))
-                    if on_decided is not None:
-                        on_decided(record["decision"])
-                elif msg.topic in RESULT_TOPICS:
-                    metrics.late_results.labels(RESULT_TOPICS[msg.topic]).inc()
-                continue
-
-            raw_state = pending.get(key)
-            state = (
-                Analysis.from_dict(orjson.loads(raw_state)) if raw_state else Analysis(analysis_id)
-            )
+            pending = joins.get(analysis_id)
+            if pending is None:
+                done = decided.get(key)
+                if done is not None:
+                    record = orjson.loads(done)
+                    if record["decided_by"] == [msg.topic, msg.partition, msg.offset]:
+                        # The message that made the decision came again (we crashed
+                        # before committing it): publish the same decision again.
+                        await publish(key, record["decision"])
+                    elif msg.topic in RESULT_TOPICS:
+                        metrics.late_results.labels(RESULT_TOPICS[msg.topic]).inc()
+                    await acks.done(entry)
+                    continue
+                if msg.topic == topics.DECISION_DEADLINES:
+                    # Not a join of ours (any more): whoever reads its request
+                    # schedules its deadline again.
+                    await acks.done(entry)
+                    continue
+            pending = joins.add(analysis_id, msg.partition, entry, now_ms())
+            state = pending.state
             if msg.topic == topics.DECISION_REQUESTS:
-                # The decision needs the ids, times and expectations, not the
-                # transaction itself: keep the join state small, it is rewritten
-                # with every answer.
+                # The decision needs the ids, times and expectations, not the transaction.
                 body.pop("transaction", None)
                 state = with_request(state, body)
+                if not wait_for_all and state is not pending.state:
+                    heapq.heappush(due, (_deadline_ms(state), analysis_id))
             elif msg.topic in RESULT_TOPICS:
                 state = with_result(state, body)
+            pending.state = state
 
             now = now_ms()
             deadline_passed = (
@@ -109,53 +130,67 @@ def register(
                 and state.request is not None
                 and now >= _deadline_ms(state)
             )
-            if complete(state) or deadline_passed:
-                requested_ms = _requested_ms(state)
-                decision = decide(
-                    state,
-                    policy,
-                    decided_at=ms_to_rfc3339(now),
-                    latency_ms=float(now - requested_ms),
-                )
-                doc = decision.model_dump(mode="json")
-                decided[key] = orjson.dumps({"decision": doc, "decided_by": position})
-                if raw_state is not None:
-                    del pending[key]
-                scheduled.discard(analysis_id)
-                await decisions_out.send(key=key, value=orjson.dumps(doc))
-                if on_decided is not None:
-                    on_decided(doc)
-                metrics.decisions.labels(decision.outcome).inc()
-                metrics.decision_latency.observe(max(0.0, decision.latency_ms) / 1000.0)
-                for agent in decision.missing_agents:
-                    metrics.missing_agents.labels(agent).inc()
-            else:
-                pending[key] = orjson.dumps(state.to_dict())
-                schedule(state)
+            if not (complete(state) or deadline_passed):
+                continue
+            decision = decide(
+                state,
+                policy,
+                decided_at=ms_to_rfc3339(now),
+                latency_ms=float(now - _requested_ms(state)),
+            )
+            doc = decision.model_dump(mode="json")
+            position = [msg.topic, msg.partition, msg.offset]
+            decided[key] = orjson.dumps({"decision": doc, "decided_by": position})
+            joins.pop(analysis_id)
+            await publish(key, doc)
+            await release(pending)
+            outcome_counters[decision.outcome].inc()
+            metrics.decision_latency.observe(max(0.0, decision.latency_ms) / 1000.0)
+            for agent in decision.missing_agents:
+                metrics.missing_agents.labels(agent).inc()
 
     app.agent(inputs, name="join_and_decide")(join_and_decide)
 
     @app.timer(interval=settings.deadline_check_interval_ms / 1000.0)
     async def fire_deadlines() -> None:
-        # Tables may only change inside a stream, so a deadline is a message.
+        # Tables may only change inside a stream, so a deadline is a message,
+        # sent once per join: until it is read back, the join stays as it is.
         now = now_ms()
         while due and due[0][0] <= now:
             _, analysis_id = heapq.heappop(due)
-            if analysis_id not in scheduled:
-                continue  # decided before its deadline: no tick needed
-            scheduled.discard(analysis_id)
+            pending = joins.get(analysis_id)
+            if pending is None or pending.deadline_sent:
+                continue  # decided before its deadline, or handed to another worker
+            pending.deadline_sent = True
             await deadlines.send(
                 key=analysis_id.encode(),
                 value=orjson.dumps({"analysis_id": analysis_id, "fired_at": ms_to_rfc3339(now)}),
             )
 
-    @app.timer(interval=RESCAN_INTERVAL_S)
-    async def rescan_pending() -> None:
-        if app.rebalancing or not app.tables.recovery.completed.is_set():
-            return
-        for _, raw in pending.items():
-            state = Analysis.from_dict(orjson.loads(raw))
-            schedule(state)
+    @app.timer(interval=ORPHAN_CHECK_INTERVAL_S)
+    async def drop_orphans() -> None:
+        # Results whose request never comes would hold their partitions' commits
+        # back for ever: let them go (they are counted and logged).
+        for pending in joins.orphans(now_ms(), ORPHAN_AFTER_MS):
+            joins.pop(pending.state.analysis_id)
+            metrics.orphaned_results.inc(len(pending.tokens))
+            log.warning(
+                "analysis %s: %d results and no request after %d s; dropped",
+                pending.state.analysis_id,
+                len(pending.tokens),
+                ORPHAN_AFTER_MS // 1000,
+            )
+            await release(pending)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(app: faust.App, revoked: set, **kwargs: object) -> None:
+        mine = {tp for tp in revoked if tp.topic in input_names}
+        acks.revoke(mine)
+        dropped = joins.drop_partitions({tp.partition for tp in mine})
+        if dropped:
+            log.info(
+                "%d undecided analyses left to the next owner of their partitions", len(dropped)
+            )
 
 
 def _requested_ms(state: Analysis) -> int:

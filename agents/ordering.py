@@ -214,27 +214,59 @@ class RelayedWatermarks:
             await self.by_merchant.send(partition=m, value=value)
 
 
+class OrderedAcks:
+    """Acknowledge by hand, in offset order per topic partition.
+
+    A message not yet acknowledged is not committed: after a crash or a
+    rebalance it is read again, not lost. Each acknowledgement goes out once
+    every message before it in its partition is done: Faust commits up to the
+    first run of acknowledged offsets and does not check that the run starts
+    where the last commit ended, so an acknowledgement past a held message
+    would commit it.
+    """
+
+    def __init__(self) -> None:
+        self.ack: Callable[[faust.EventT], Awaitable[bool]] | None = None  # the stream's
+        # Per topic partition, the messages read and not yet acknowledged, in offset order.
+        self._unacked: dict[TP, deque[list]] = defaultdict(deque)
+
+    def track(self, event: faust.EventT) -> list:
+        """Call for every message, in the order read; returns its entry for ``done``."""
+        entry = [event, False]
+        self._unacked[event.message.tp].append(entry)
+        return entry
+
+    async def done(self, entry: list) -> None:
+        entry[1] = True
+        unacked = self._unacked.get(entry[0].message.tp)
+        assert self.ack is not None, "set to the stream's ack before the first event"
+        while unacked and unacked[0][1]:
+            await self.ack(unacked.popleft()[0])
+
+    def unacknowledged(self) -> int:
+        return sum(len(q) for q in self._unacked.values())
+
+    def revoke(self, tps: set[TP]) -> None:
+        """Forget revoked partitions: their next owner reads their messages again."""
+        for tp in tps:
+            self._unacked.pop(tp, None)
+
+
 class OrderedMerchantStage:
     """Velocity's merchant stage: hold, then score in (event time, transaction_id) order.
 
-    A held event is not acknowledged, so its offset is not committed: after a
-    crash it is read again, not lost. Acknowledgements go out in offset order,
-    each once every message before it in its partition is done: Faust commits
-    up to the first run of acknowledged offsets and does not check that the run
-    starts where the last commit ended, so an acknowledgement past a held
-    message would commit it. A revoked partition's held events are dropped
-    here, and its new owner reads them again.
+    A held event is not acknowledged until it is scored (``OrderedAcks``), so
+    after a crash it is read again, not lost. A revoked partition's held events
+    are dropped here, and its new owner reads them again.
     """
 
     def __init__(self, score: Callable[[dict, int], Awaitable[None]]) -> None:
         self.score = score
-        self.ack: Callable[[faust.EventT], Awaitable[bool]] | None = None  # the stream's
+        self.acks = OrderedAcks()  # its ``ack`` is set to the stream's
         self.buffers: dict[int, EventTimeBuffer[tuple[list, dict, int]]] = defaultdict(
             EventTimeBuffer
         )
         self.merges: dict[int, WatermarkMerge] = defaultdict(WatermarkMerge)
-        # Per partition, the messages read and not yet acknowledged, in offset order.
-        self._unacked: dict[int, deque[list]] = defaultdict(deque)
 
     def held(self) -> int:
         return sum(len(b) for b in self.buffers.values())
@@ -242,7 +274,7 @@ class OrderedMerchantStage:
     async def on_event(self, event: faust.EventT, forward: dict, time_ms: int) -> bool:
         """Hold a transaction; True when it came behind what was already released."""
         partition = event.message.partition
-        entry = self._track(event)
+        entry = self.acks.track(event)
         tx_id = forward["request"]["transaction"]["transaction_id"]
         late = self.buffers[partition].push(time_ms, tx_id, (entry, forward, time_ms))
         await self._release(partition, None)
@@ -259,30 +291,18 @@ class OrderedMerchantStage:
 
     async def passed(self, event: faust.EventT) -> None:
         """A message that needs no holding (a marker, a copy, an unreadable one)."""
-        await self._done(self._track(event))
+        await self.acks.done(self.acks.track(event))
 
     async def _release(self, partition: int, watermark: float | None) -> None:
         for entry, forward, time_ms in self.buffers[partition].release(watermark):
             await self.score(forward, time_ms)
-            await self._done(entry)
+            await self.acks.done(entry)
 
-    def _track(self, event: faust.EventT) -> list:
-        entry = [event, False]
-        self._unacked[event.message.partition].append(entry)
-        return entry
-
-    async def _done(self, entry: list) -> None:
-        entry[1] = True
-        unacked = self._unacked[entry[0].message.partition]
-        assert self.ack is not None, "set to the stream's ack before the first event"
-        while unacked and unacked[0][1]:
-            await self.ack(unacked.popleft()[0])
-
-    def revoke(self, partitions: set[int]) -> None:
-        for partition in partitions:
+    def revoke(self, tps: set[TP]) -> None:
+        self.acks.revoke(tps)
+        for partition in {tp.partition for tp in tps}:
             dropped = self.buffers.pop(partition, None)
             self.merges.pop(partition, None)
-            self._unacked.pop(partition, None)
             if dropped is not None and len(dropped):
                 log.info(
                     "partition %d revoked: %d held transactions left to its next owner",

@@ -50,7 +50,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "velocity": ("account_velocity", "merchant_velocity", "velocity_results"),
     "profile": ("account_profiles", "profile_results"),
     "geo": ("account_geo", "geo_results"),
-    "decision": ("pending_analyses", "decisions"),
+    "decision": ("decisions",),
 }
 
 

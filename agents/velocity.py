@@ -44,6 +44,13 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     lateness_ms = settings.allowed_lateness_s * 1000
     ordered = settings.ordering == "event_time"
     relay = RelayedWatermarks(app, requests.get_topic_name(), by_merchant) if ordered else None
+    # Label lookups resolved once, not per event.
+    late, published, scores, duplicates = (
+        metrics.late_events.labels("velocity"),
+        metrics.agent_results.labels("velocity"),
+        metrics.agent_scores.labels("velocity"),
+        metrics.duplicates.labels("velocity"),
+    )
 
     def unreadable(event: faust.EventT, exc: Exception) -> None:
         metrics.invalid_internal.labels(event.message.topic).inc()
@@ -72,11 +79,11 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 allowed_lateness_ms=lateness_ms,
             )
             if applied.duplicate:
-                metrics.duplicates.labels("velocity").inc()
+                duplicates.inc()
             else:
                 tables.account_velocity[key] = orjson.dumps(applied.state.to_dict())
             if applied.late:
-                metrics.late_events.labels("velocity").inc()
+                late.inc()
             # A copy is forwarded too: stage two answers it with the result the
             # first one got (or, if that one never got that far, computes it).
             forward = {
@@ -123,8 +130,8 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         )
         encoded = orjson.dumps(result)
         tables.results[tx["transaction_id"].encode()] = encoded
-        metrics.agent_results.labels("velocity").inc()
-        metrics.agent_scores.labels("velocity").observe(result["score"])
+        published.inc()
+        scores.observe(result["score"])
         await results.send(key=analysis_key, value=encoded)
 
     def read_forward(event: faust.EventT) -> tuple[dict, int] | None:
@@ -168,7 +175,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     async def score_merchant_velocity_in_order(stream: faust.StreamT) -> None:
         # Acknowledged by hand: a held transaction is acknowledged when scored.
         manual = stream.noack()
-        stage.ack = manual.ack
+        stage.acks.ack = manual.ack
         async for event in manual.events():
             read = read_forward(event)
             if read is None:
@@ -186,5 +193,5 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
 
     @app.on_partitions_revoked.connect
     async def drop_held(app: faust.App, revoked: set, **kwargs: object) -> None:
-        stage.revoke({tp.partition for tp in revoked if tp.topic == topics.VELOCITY_BY_MERCHANT})
+        stage.revoke({tp for tp in revoked if tp.topic == topics.VELOCITY_BY_MERCHANT})
         relay.revoke({tp.partition for tp in revoked if tp.topic == requests.get_topic_name()})

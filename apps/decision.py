@@ -3,7 +3,7 @@
 Consumes: agent.decision.requests, agent.velocity.results, agent.profile.results,
           agent.geo.results (all keyed by analysis_id), riskstream.decision.deadlines
 Produces: decision.results (key analysis_id, value Decision)
-Tables:   pending_analyses (analysis_id -> join state), decisions (analysis_id -> Decision)
+Tables:   decisions (analysis_id -> Decision); undecided joins are held in memory
 Redis:    with RISKSTREAM_REDIS_URL, every decision is also written to Redis (apps/redis_store.py)
 HTTP:     GET /decisions/{analysis_id}, GET /transactions/{transaction_id}/decision
           (from Redis first when it is configured, else or on a miss from the table)

@@ -25,6 +25,8 @@ class Metrics:
     late_results: Counter
     held_transactions: Gauge
     behind_watermark: Counter
+    pending_analyses: Gauge
+    orphaned_results: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -74,5 +76,14 @@ class Metrics:
             behind_watermark=counter(
                 "behind_watermark",
                 "ordering=event_time: transactions that came after a later one was scored (scored at once)",
+            ),
+            pending_analyses=Gauge(
+                "riskstream_pending_analyses",
+                "Analyses the decision service is joining and has not decided yet",
+                registry=registry,
+            ),
+            orphaned_results=counter(
+                "orphaned_agent_results",
+                "Agent results dropped because their analysis request never came",
             ),
         )

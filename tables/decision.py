@@ -1,4 +1,4 @@
-"""Tables of the decision service."""
+"""Tables of the decision service (undecided joins are in memory: agents/decision.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,11 @@ from apps.settings import Settings
 
 @dataclass(frozen=True)
 class DecisionTables:
-    # analysis_id -> join state (tables.join_state.Analysis as JSON) while undecided
-    pending_analyses: faust.Table
     # analysis_id -> {"decision": Decision JSON, "decided_by": [topic, partition, offset]}
     decisions: faust.Table
 
 
 def declare(app: faust.App, settings: Settings) -> DecisionTables:
     return DecisionTables(
-        pending_analyses=raw_table(app, settings, "pending_analyses"),
         decisions=raw_table(app, settings, "decisions"),
     )

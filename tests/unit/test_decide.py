@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.decide import Policy, combined_score, decide, outcome_for
-from tables.join_state import Analysis, complete, with_request, with_result
+from tables.join_state import Analysis, PendingJoins, complete, with_request, with_result
 
 REQUEST = {
     "analysis_id": "a-1",
@@ -105,3 +105,36 @@ def test_the_same_inputs_give_the_same_decision_apart_from_wall_clock_fields():
     for d in (a, b):
         d.pop("decided_at"), d.pop("latency_ms")
     assert a == b
+
+
+def test_pending_joins_collect_what_to_acknowledge_per_analysis():
+    joins = PendingJoins()
+    first = joins.add("a-1", partition=2, token="request", now_ms=1_000)
+    assert joins.add("a-1", partition=2, token="velocity", now_ms=1_500) is first
+    joins.add("a-2", partition=3, token="profile", now_ms=1_200)
+    assert len(joins) == 2
+    assert first.tokens == ["request", "velocity"] and first.first_seen_ms == 1_000
+    assert joins.pop("a-1") is first and joins.get("a-1") is None and joins.pop("a-1") is None
+    assert len(joins) == 1
+
+
+def test_pending_joins_of_revoked_partitions_are_dropped_and_no_other():
+    joins = PendingJoins()
+    for i, partition in enumerate([0, 1, 1, 2]):
+        joins.add(f"a-{i}", partition, token=i, now_ms=0)
+    dropped = joins.drop_partitions({1, 5})
+    assert sorted(p.state.analysis_id for p in dropped) == ["a-1", "a-2"]
+    assert joins.get("a-0") is not None and joins.get("a-3") is not None
+    assert len(joins) == 2
+
+
+def test_an_orphan_is_a_join_without_its_request_for_long_enough():
+    joins = PendingJoins()
+    joins.add("results-only", 0, token=1, now_ms=0)
+    with_req = joins.add("requested", 0, token=2, now_ms=0)
+    with_req.state = with_request(with_req.state, REQUEST)
+    joins.add("recent", 0, token=3, now_ms=50_000)
+    assert [p.state.analysis_id for p in joins.orphans(now_ms=60_000, older_than_ms=60_000)] == [
+        "results-only"
+    ]
+    assert joins.orphans(now_ms=59_999, older_than_ms=60_000) == []

@@ -1,0 +1,101 @@
+"""Undecided joins live in the decision worker's memory, not in a table.
+
+What keeps them is that their messages are not committed until the analysis is
+decided: a crash or a rebalance reads them again. Both are tested here with a
+real broker and the services as processes, in wait_for_all mode so that no
+deadline decides an analysis while an agent is away.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from apps.broker import free_port
+from tests.integration.conftest import running_stack, wait_for
+from tests.integration.test_pipeline import as_messages, demo_transactions
+from tests.kafka_helpers import produce
+
+WAIT_FOR_ALL = {"RISKSTREAM_DECISION_MODE": "wait_for_all"}
+PENDING = "riskstream_pending_analyses"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory, "decision-joins", WAIT_FOR_ALL) as s:
+        yield s
+
+
+def pending_in(stack, *workers: str) -> float:
+    return sum(stack.metric(PENDING, of=w) for w in workers)
+
+
+def hold_joins_without_geo(stack, run_id: str, n: int, seed: int) -> tuple[set[str], int]:
+    """Stop geo, send n transactions, wait until decision holds all n joins."""
+    geo = stack.supervisor.services["geo"]
+    stack.supervisor.stop("geo")
+    txs = demo_transactions(run_id, n, seed=seed)
+    produce(stack.bootstrap, as_messages(txs))
+    wait_for(
+        lambda: pending_in(stack, "decision") == n,
+        timeout_s=60,
+        what=f"{n} joins waiting for geo",
+    )
+    time.sleep(4)  # past Faust's commit interval: whatever could be committed, is
+    return {tx["transaction_id"] for tx in txs}, geo.port
+
+
+def assert_decided_once_with_every_agent(stack, ids: set[str]) -> None:
+    decisions = stack.decisions_for(ids, timeout_s=120)
+    assert set(decisions) == ids, f"lost: {sorted(ids - set(decisions))[:5]}"
+    twice = [t for t, ds in decisions.items() if len(ds) != 1]
+    assert not twice, f"{len(twice)} decided more than once"
+    assert all(not ds[0]["missing_agents"] for ds in decisions.values())
+
+
+def test_joins_waiting_for_an_agent_survive_a_crash_of_decision(stack, run_id):
+    ids, geo_port = hold_joins_without_geo(stack, run_id, 40, seed=41)
+
+    stack.supervisor.kill("decision")  # SIGKILL: nothing flushed, nothing committed
+    stack.supervisor.start("decision", free_port(), data_dir=stack.root / "decision")
+    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+    # Nothing of the joins was committed: the new process reads them all again.
+    wait_for(
+        lambda: pending_in(stack, "decision") == len(ids),
+        timeout_s=60,
+        what="the joins built again after the restart",
+    )
+
+    stack.supervisor.start("geo", geo_port, data_dir=stack.root / "geo")
+    assert_decided_once_with_every_agent(stack, ids)
+    wait_for(lambda: pending_in(stack, "decision") == 0, 30, what="no join left open")
+
+
+def test_joins_move_with_their_partitions_when_a_second_decision_worker_joins(stack, run_id):
+    ids, geo_port = hold_joins_without_geo(stack, run_id, 40, seed=43)
+
+    second = stack.supervisor.start(
+        "decision", free_port(), name="decision-2", data_dir=stack.root / "decision-2"
+    )
+    try:
+        stack.supervisor.wait_ready(timeout_s=120, names=["decision", "decision-2"])
+        # The partitions are split; each worker holds the joins of its own, built
+        # again from the uncommitted messages by the one that got them.
+        wait_for(
+            lambda: (
+                stack.metric(PENDING, of="decision-2") > 0
+                and pending_in(stack, "decision", "decision-2") == len(ids)
+            ),
+            timeout_s=90,
+            what="the joins split between two workers",
+        )
+        assert stack.metric(PENDING, of="decision") > 0, "the first worker kept no partition"
+
+        stack.supervisor.start("geo", geo_port, data_dir=stack.root / "geo")
+        assert_decided_once_with_every_agent(stack, ids)
+    finally:
+        stack.supervisor.stop(second.name)
+
+
+pytestmark = pytest.mark.integration

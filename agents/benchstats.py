@@ -102,3 +102,18 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if not numerator or not denominator:
         return None
     return numerator / denominator
+
+
+def hop_latencies(
+    stamps: Mapping[str, Mapping[str, float]],
+    hops: Sequence[tuple[str, str, str]],
+    ids: Iterable[str],
+) -> dict[str, dict[str, float | int | None]]:
+    """Per hop (name, from topic, to topic): the time between a transaction's message on
+    one topic and on the next, from the messages' timestamps (ms), over ``ids``."""
+    wanted = list(ids)
+    out = {}
+    for name, source, sink in hops:
+        a, b = stamps.get(source, {}), stamps.get(sink, {})
+        out[name] = latency_summary(b[i] - a[i] for i in wanted if i in a and i in b)
+    return out

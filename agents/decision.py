@@ -27,6 +27,7 @@ from tables.join_state import Analysis, Pending, PendingJoins, complete, with_re
 log = logging.getLogger(__name__)
 
 RESULT_TOPICS = {topics.results_topic(a): a for a in AGENT_NAMES}
+ANSWER_FIELDS = ("analysis_id", "agent", "score", "reasons")
 # Results whose request has not come after this long are let go (see drop_orphans).
 ORPHAN_AFTER_MS = 60_000
 ORPHAN_CHECK_INTERVAL_S = 5.0
@@ -112,6 +113,8 @@ def register(
                     await acks.done(entry)
                     continue
             pending = joins.add(analysis_id, msg.partition, entry, now_ms())
+            # A held message is kept only to be acknowledged: let its bytes go.
+            event.value = msg.value = None
             state = pending.state
             if msg.topic == topics.DECISION_REQUESTS:
                 # The decision needs the ids, times and expectations, not the transaction.
@@ -120,7 +123,9 @@ def register(
                 if not wait_for_all and state is not pending.state:
                     heapq.heappush(due, (_deadline_ms(state), analysis_id))
             elif msg.topic in RESULT_TOPICS:
-                state = with_result(state, body)
+                # What the decision uses of an answer; the features stay in the agent's result.
+                answer = {k: body[k] for k in ANSWER_FIELDS if k in body}
+                state = with_result(state, answer)
             pending.state = state
 
             now = now_ms()

@@ -47,6 +47,7 @@ from agents.benchstats import (
     cpu_seconds,
     due_count,
     due_time,
+    hop_latencies,
     latency_summary,
     match_times,
     ratio,
@@ -73,6 +74,18 @@ BASELINES = (
     ("aiokafka_relay", "relay", False),
 )
 DAY_MS = 24 * 3600 * 1000
+LAST_RESULT = "last agent result"  # per transaction, the latest of its three results
+# (name, from, to): a transaction's way through the pipeline, one step at a time,
+# timed by the timestamps its messages got when they were sent.
+HOPS = (
+    ("orchestrator", topics.TRANSACTIONS, topics.requests_topic("velocity")),
+    ("velocity, account stage", topics.requests_topic("velocity"), topics.VELOCITY_BY_MERCHANT),
+    ("velocity, merchant stage", topics.VELOCITY_BY_MERCHANT, topics.results_topic("velocity")),
+    ("profile", topics.requests_topic("profile"), topics.results_topic("profile")),
+    ("geo", topics.requests_topic("geo"), topics.results_topic("geo")),
+    ("decision, after the last result", LAST_RESULT, topics.DECISIONS),
+    ("transaction to decision", topics.TRANSACTIONS, topics.DECISIONS),
+)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -144,6 +157,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="offered rate of the baselines' latency run (default 500; --quick: 200)",
     )
     parser.add_argument("--no-baselines", action="store_true", help="measure the pipeline only")
+    parser.add_argument(
+        "--state-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the runs: each service alone on a fresh broker with N accounts "
+        "in its state, its peak RSS and data dir (apps/bench_state.py)",
+    )
+    parser.add_argument(
+        "--state-service",
+        action="append",
+        dest="state_services",
+        choices=topics.SERVICES,
+        help="with --state-size: only this service (repeatable; default all five)",
+    )
     parser.add_argument(
         "--drain-timeout",
         type=float,
@@ -309,7 +337,7 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
 # -- producing and collecting ------------------------------------------------
 
 
-def librdkafka_producer(bootstrap: str, settings: Settings):
+def librdkafka_producer(bootstrap: str, settings: Settings, **extra: Any):
     from confluent_kafka import Producer
 
     return Producer(
@@ -319,6 +347,7 @@ def librdkafka_producer(bootstrap: str, settings: Settings):
             "partitioner": "murmur2_random",
             "linger.ms": settings.producer_linger_ms,
             "acks": "all",
+            **extra,
         }
     )
 
@@ -566,6 +595,22 @@ class Bench:
                 result["idle_after"] = await self.idle(plan.idle_s)
         finally:
             await decisions.stop()
+        if result["runs"]:
+            stamps = await message_stamps(self.settings)
+            for index, run in enumerate(result["runs"]):
+                prefix = f"bench-{self.run_id}-r{index}-"
+                ids = [i for i in stamps[topics.TRANSACTIONS] if i.startswith(prefix)]
+                run["hops_ms"] = hop_latencies(stamps, HOPS, ids)
+                # Above capacity, deadlines decide before the agents are done: how fast
+                # did every agent answer? (first transaction sent to last result sent)
+                answered = [stamps[LAST_RESULT][i] for i in ids if i in stamps[LAST_RESULT]]
+                first = min((stamps[topics.TRANSACTIONS][i] for i in ids), default=None)
+                run["answered_by_all_agents"] = len(answered)
+                run["all_agents_tps"] = (
+                    1000.0 * len(answered) / (max(answered) - first)
+                    if answered and first is not None and max(answered) > first
+                    else None
+                )
         result["accounts_in_state"] = len(self.data.accounts_decided)
         result["rss_peak_mb"] = self.procs.rss()
         result["transactions_produced"] = self.data.produced
@@ -807,6 +852,46 @@ async def topic_message_counts(settings: Settings, names: list[str]) -> dict[str
         await consumer.stop()
 
 
+async def message_stamps(settings: Settings) -> dict[str, dict[str, float]]:
+    """Per topic on a transaction's way, transaction_id -> its message's timestamp (ms)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from apps.security import aiokafka_auth
+
+    names = sorted({t for _, a, b in HOPS for t in (a, b)} - {LAST_RESULT})
+    names += [topics.results_topic(a) for a in ("velocity", "profile", "geo")]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        **aiokafka_auth(settings),
+    )
+    await consumer.start()
+    stamps: dict[str, dict[str, float]] = {name: {} for name in names}
+    try:
+        parts = [TopicPartition(t, p) for t in set(names) for p in range(settings.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        idle = 0
+        while idle < 3:  # 1.5 s without a record: read to the end
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            idle = 0 if batch else idle + 1
+            for tp, records in batch.items():
+                into = stamps[tp.topic]
+                for r in records:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        body = orjson.loads(r.value)
+                        tx_id = body.get("transaction_id") or body["request"]["transaction_id"]
+                        into.setdefault(tx_id, float(r.timestamp))  # the first copy
+    finally:
+        await consumer.stop()
+    results = [stamps[topics.results_topic(a)] for a in ("velocity", "profile", "geo")]
+    stamps[LAST_RESULT] = {
+        i: max(r[i] for r in results) for i in results[0] if all(i in r for r in results)
+    }
+    return stamps
+
+
 async def create_extra_topics(settings: Settings, new: list) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import TopicAlreadyExistsError
@@ -841,6 +926,12 @@ def run_bench(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     if args.no_services and not args.broker:
         raise SystemExit("riskstream bench: --no-services needs --broker")
+    if args.state_size:
+        if args.broker:
+            raise SystemExit("riskstream bench: --state-size starts its own brokers")
+        from apps.bench_state import run_state_bench
+
+        return run_state_bench(args, settings)
     started_at = dt.datetime.now(dt.UTC)
     json_path = args.json or Path("var/bench") / f"bench-{started_at:%Y%m%d-%H%M%S}.json"
     work = Path(tempfile.mkdtemp(prefix="riskstream-bench-"))
@@ -1129,6 +1220,7 @@ def print_report(console: Any, report: dict[str, Any]) -> None:
         "sent/s",
         "decided",
         "tx/s",
+        "all agents/s",
         "p50",
         "p95",
         "p99",
@@ -1144,6 +1236,7 @@ def print_report(console: Any, report: dict[str, Any]) -> None:
             f"{r['produce_rate']:.0f}",
             f"{r['decided']}/{r['produced']}",
             f"{r['throughput_tps']:.0f}",
+            _fmt(r.get("all_agents_tps")),
             _fmt(lat["p50"]),
             _fmt(lat["p95"]),
             _fmt(lat["p99"]),
@@ -1152,6 +1245,18 @@ def print_report(console: Any, report: dict[str, Any]) -> None:
             _fmt(r["cpu_ms_per_transaction"], ".1f"),
         )
     console.print(table)
+    if any(r.get("hops_ms") for r in runs):
+        hops = Table(title="each step, p50 / p99 in ms (message timestamp to message timestamp)")
+        hops.add_column("step")
+        for r in runs:
+            hops.add_column(f"@{_rate_label(r['offered_rate'])}", justify="right")
+        for name, _, _ in HOPS:
+            cells = []
+            for r in runs:
+                h = (r.get("hops_ms") or {}).get(name) or {}
+                cells.append(f"{_fmt(h.get('p50'))} / {_fmt(h.get('p99'))}")
+            hops.add_row(name, *cells)
+        console.print(hops)
     if report.get("messages_per_transaction"):
         busiest = sorted(report["topic_messages"].items(), key=lambda kv: -kv[1])[:6]
         console.print(

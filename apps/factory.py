@@ -61,8 +61,16 @@ def make_app(service: str, settings: Settings) -> faust.App:
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """RocksDB defaults to a 2 GiB block cache per table per partition; bound it."""
-    return {"block_cache_size": settings.block_cache_mb * 1024**2}
+    """Bound RocksDB's memory per table partition.
+
+    Faust's defaults are a 2 GiB block cache and up to three 64 MiB memtables
+    per table per partition: a table smaller than that lives wholly in memory.
+    """
+    return {
+        "block_cache_size": settings.block_cache_mb * 1024**2,
+        "write_buffer_size": settings.write_buffer_mb * 1024**2,
+        "max_write_buffer_number": 2,
+    }
 
 
 def raw_table(app: faust.App, settings: Settings, name: str) -> faust.Table:

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/data")
     store: str = "rocksdb://"
     block_cache_mb: int = Field(32, ge=1)
+    write_buffer_mb: int = Field(8, ge=1)
     standby_replicas: int = Field(1, ge=0)
 
     # --- Web

@@ -49,6 +49,13 @@ def test_a_quick_bench_measures_the_pipeline_end_to_end(quick_report):
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert run["missing_agents"] >= 0
     assert quick_report["pipeline_throughput_tps"] == run["throughput_tps"]
+    # Every step of every transaction's way was timed, and no step is longer than the whole.
+    hops = run["hops_ms"]
+    whole = hops["transaction to decision"]
+    assert whole["count"] == run["decided"]
+    for name, step in hops.items():
+        assert step["count"] > 0, name
+        assert step["p50"] <= whole["max"], name
 
 
 @pytest.mark.integration
@@ -119,3 +126,54 @@ def test_the_latency_plot_is_written(tmp_path):
     }
     plot_latency(report, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def state_report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench-state") / "state.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_BENCH, "--state-size", "200", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode(errors="replace")
+    return json.loads(out.read_text())
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(500)
+def test_the_state_size_bench_fills_each_service_alone_and_stops_it(state_report):
+    assert state_report["state_size"] == 200
+    assert list(state_report["services"]) == list(SERVICES)
+    for name, r in state_report["services"].items():
+        # Every input was answered: the service's output topic holds one message per account.
+        assert r["outputs"] == 200, name
+        assert r["peak_rss_mb"] >= r["rss_when_ready_mb"] > 0, name
+        assert r["data_dir_mb"] > 0, name  # its RocksDB tables were written
+        assert not pid_alive(r["pids"]["service"]) and not pid_alive(r["pids"]["broker"]), name
+    assert state_report["target"]["met"] is False  # 200 accounts cannot meet a 100,000 target
+
+
+def test_the_decision_is_fed_its_request_and_one_result_of_every_agent():
+    from agents import topics
+    from apps.bench import DataSource
+    from apps.bench_state import inputs_for
+
+    raw = DataSource(accounts=10, seed=1).batch("t-", 5)
+    fed: dict[str, list] = {}
+    for topic, messages in inputs_for("decision", raw):
+        fed.setdefault(topic, []).extend(messages)
+    assert set(fed) == {
+        topics.DECISION_REQUESTS,
+        *(topics.results_topic(a) for a in ("velocity", "profile", "geo")),
+    }
+    requests = [json.loads(v) for _, _, v in fed[topics.DECISION_REQUESTS]]
+    for agent in ("velocity", "profile", "geo"):
+        results = fed[topics.results_topic(agent)]
+        # Keyed by analysis_id, like the request they join with.
+        assert [k for _, k, _ in results] == [r["analysis_id"].encode() for r in requests]
+        assert {json.loads(v)["agent"] for _, _, v in results} == {agent}
+    ((topic, agent_requests),) = inputs_for("geo", raw)
+    assert topic == topics.requests_topic("geo")
+    assert [k for _, k, _ in agent_requests] == [k for _, k, _ in raw]  # keyed by account

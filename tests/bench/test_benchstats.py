@@ -85,3 +85,19 @@ def test_throughput_cpu_and_ratio_edge_cases():
     assert ratio(10.0, 4.0) == 2.5
     assert ratio(10.0, 0.0) is None
     assert ratio(None, 4.0) is None
+
+
+def test_hop_latencies_pair_each_transactions_timestamps_topic_to_topic():
+    from agents.benchstats import hop_latencies
+
+    stamps = {
+        "in": {"a": 100.0, "b": 200.0, "c": 300.0},
+        "mid": {"a": 110.0, "b": 230.0},  # c never got here
+        "out": {"a": 111.0, "b": 260.0, "c": 999.0},
+    }
+    hops = [("first", "in", "mid"), ("second", "mid", "out"), ("whole", "in", "out")]
+    got = hop_latencies(stamps, hops, ["a", "b", "c"])
+    assert got["first"]["count"] == 2 and got["first"]["max"] == 30.0
+    assert got["second"]["count"] == 2 and got["second"]["p50"] == 15.5  # 1 and 30, interpolated
+    assert got["whole"]["count"] == 3 and got["whole"]["max"] == 699.0
+    assert hop_latencies(stamps, hops, ["b"])["first"]["p50"] == 30.0  # only the ids asked for

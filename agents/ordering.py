@@ -243,9 +243,6 @@ class OrderedAcks:
         while unacked and unacked[0][1]:
             await self.ack(unacked.popleft()[0])
 
-    def unacknowledged(self) -> int:
-        return sum(len(q) for q in self._unacked.values())
-
     def revoke(self, tps: set[TP]) -> None:
         """Forget revoked partitions: their next owner reads their messages again."""
         for tp in tps:

@@ -53,7 +53,7 @@ from agents.benchstats import (
     ratio,
     throughput,
 )
-from agents.contracts import ms_to_rfc3339, rfc3339_to_ms
+from agents.contracts import AGENT_NAMES, ms_to_rfc3339, rfc3339_to_ms
 from agents.demo import DemoConfig, generate
 from apps.broker import EmbeddedBroker, free_port
 from apps.settings import Settings, load_settings
@@ -337,7 +337,7 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
 # -- producing and collecting ------------------------------------------------
 
 
-def librdkafka_producer(bootstrap: str, settings: Settings, **extra: Any):
+def librdkafka_producer(bootstrap: str, settings: Settings):
     from confluent_kafka import Producer
 
     return Producer(
@@ -347,7 +347,6 @@ def librdkafka_producer(bootstrap: str, settings: Settings, **extra: Any):
             "partitioner": "murmur2_random",
             "linger.ms": settings.producer_linger_ms,
             "acks": "all",
-            **extra,
         }
     )
 
@@ -859,7 +858,7 @@ async def message_stamps(settings: Settings) -> dict[str, dict[str, float]]:
     from apps.security import aiokafka_auth
 
     names = sorted({t for _, a, b in HOPS for t in (a, b)} - {LAST_RESULT})
-    names += [topics.results_topic(a) for a in ("velocity", "profile", "geo")]
+    names += [topics.results_topic(a) for a in AGENT_NAMES]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
@@ -885,7 +884,7 @@ async def message_stamps(settings: Settings) -> dict[str, dict[str, float]]:
                         into.setdefault(tx_id, float(r.timestamp))  # the first copy
     finally:
         await consumer.stop()
-    results = [stamps[topics.results_topic(a)] for a in ("velocity", "profile", "geo")]
+    results = [stamps[topics.results_topic(a)] for a in AGENT_NAMES]
     stamps[LAST_RESULT] = {
         i: max(r[i] for r in results) for i in results[0] if all(i in r for r in results)
     }

@@ -20,8 +20,10 @@ process it starts is stopped by its pid.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ from agents.fanout import fan_out
 from agents.results import agent_result
 from agents.validation import parse_transaction
 from apps.bench import (
+    TARGET_RSS_ACCOUNTS,
+    TARGET_RSS_MB,
     DataSource,
     cpu_time_s,
     librdkafka_producer,
@@ -182,13 +186,8 @@ async def run_state_size(
 
 def run_state_bench(args: Any, settings: Settings) -> int:
     """The --state-size mode of `riskstream bench`."""
-    import datetime as dt
-    import tempfile
-
     from rich.console import Console
     from rich.table import Table
-
-    from apps.bench import TARGET_RSS_ACCOUNTS, TARGET_RSS_MB
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     started_at = dt.datetime.now(dt.UTC)

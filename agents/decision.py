@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 
 RESULT_TOPICS = {topics.results_topic(a): a for a in AGENT_NAMES}
 ANSWER_FIELDS = ("analysis_id", "agent", "score", "reasons")
-# Results whose request has not come after this long are let go (see drop_orphans).
-ORPHAN_AFTER_MS = 60_000
-ORPHAN_CHECK_INTERVAL_S = 5.0
+ORPHAN_CHECK_INTERVAL_S = 5.0  # how often results without a request are looked for
 
 
 def policy_from(settings: Settings) -> Policy:
@@ -94,6 +92,9 @@ def register(
                 await acks.done(entry)
                 continue
             key = analysis_id.encode()
+            stamp_ms = int(msg.timestamp * 1000)
+            if msg.topic == topics.DECISION_REQUESTS:
+                joins.saw_request(msg.partition, stamp_ms, now_ms())
             pending = joins.get(analysis_id)
             if pending is None:
                 done = decided.get(key)
@@ -112,7 +113,7 @@ def register(
                     # schedules its deadline again.
                     await acks.done(entry)
                     continue
-            pending = joins.add(analysis_id, msg.partition, entry, now_ms())
+            pending = joins.add(analysis_id, msg.partition, entry, now_ms(), stamp_ms)
             # A held message is kept only to be acknowledged: let its bytes go.
             event.value = msg.value = None
             state = pending.state
@@ -176,14 +177,14 @@ def register(
     async def drop_orphans() -> None:
         # Results whose request never comes would hold their partitions' commits
         # back for ever: let them go (they are counted and logged).
-        for pending in joins.orphans(now_ms(), ORPHAN_AFTER_MS):
+        for pending in joins.orphans(now_ms(), settings.orphan_after_ms):
             joins.pop(pending.state.analysis_id)
             metrics.orphaned_results.inc(len(pending.tokens))
             log.warning(
-                "analysis %s: %d results and no request after %d s; dropped",
+                "analysis %s: %d results and no request %.0f s on; dropped",
                 pending.state.analysis_id,
                 len(pending.tokens),
-                ORPHAN_AFTER_MS // 1000,
+                settings.orphan_after_ms / 1000,
             )
             await release(pending)
 

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     decision_mode: Literal["deadline", "wait_for_all"] = "deadline"
     deadline_ms: int = Field(2000, ge=1)
     deadline_check_interval_ms: int = Field(100, ge=10)
+    # Agent results whose analysis request has not been read are dropped as
+    # orphans once the requests of their partition are this far past them (by
+    # timestamp), or none has been read for this long.
+    orphan_after_ms: int = Field(60_000, ge=100)
     weight_velocity: float = Field(1.0, ge=0)
     weight_profile: float = Field(1.0, ge=0)
     weight_geo: float = Field(1.0, ge=0)

@@ -57,9 +57,18 @@ class Pending:
 
     state: Analysis
     partition: int
-    first_seen_ms: int
+    first_seen_ms: int  # wall clock, when this worker read its first message
+    first_stamp_ms: int  # the broker timestamp of that message (when it was produced)
     tokens: list[Any] = field(default_factory=list)
     deadline_sent: bool = False
+
+
+@dataclass(slots=True)
+class RequestClock:
+    """How far one partition of the analysis requests has been read."""
+
+    stamp_ms: int  # the latest timestamp of a request read
+    seen_ms: int  # wall clock, when a request was last read
 
 
 class PendingJoins:
@@ -72,6 +81,7 @@ class PendingJoins:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Pending] = {}
+        self._requests: dict[int, RequestClock] = {}  # by partition
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -79,12 +89,26 @@ class PendingJoins:
     def get(self, analysis_id: str) -> Pending | None:
         return self._by_id.get(analysis_id)
 
-    def add(self, analysis_id: str, partition: int, token: Any, now_ms: int) -> Pending:
+    def add(
+        self, analysis_id: str, partition: int, token: Any, now_ms: int, stamp_ms: int
+    ) -> Pending:
+        """``stamp_ms``: the message's timestamp; ``now_ms``: the wall clock."""
         pending = self._by_id.get(analysis_id)
         if pending is None:
-            pending = self._by_id[analysis_id] = Pending(Analysis(analysis_id), partition, now_ms)
+            pending = self._by_id[analysis_id] = Pending(
+                Analysis(analysis_id), partition, now_ms, stamp_ms
+            )
         pending.tokens.append(token)
         return pending
+
+    def saw_request(self, partition: int, stamp_ms: int, now_ms: int) -> None:
+        """Call for every analysis request read, with its timestamp and the wall clock."""
+        clock = self._requests.get(partition)
+        if clock is None:
+            self._requests[partition] = RequestClock(stamp_ms, now_ms)
+        else:
+            clock.stamp_ms = max(clock.stamp_ms, stamp_ms)
+            clock.seen_ms = now_ms
 
     def pop(self, analysis_id: str) -> Pending | None:
         return self._by_id.pop(analysis_id, None)
@@ -93,12 +117,28 @@ class PendingJoins:
         dropped = [p for p in self._by_id.values() if p.partition in partitions]
         for p in dropped:
             del self._by_id[p.state.analysis_id]
+        for partition in partitions:
+            self._requests.pop(partition, None)
         return dropped
 
-    def orphans(self, now_ms: int, older_than_ms: int) -> list[Pending]:
-        """Joins that never got their request: results of a request that was lost."""
-        return [
-            p
-            for p in self._by_id.values()
-            if p.state.request is None and now_ms - p.first_seen_ms >= older_than_ms
-        ]
+    def orphans(self, now_ms: int, after_ms: int) -> list[Pending]:
+        """Joins whose request is not coming: results of a request that was lost.
+
+        A request is produced before its results, so a join without one is an
+        orphan only when the requests of its partition have been read up to
+        ``after_ms`` past the join's first result (by timestamp: its request
+        would have been read by now), or none has been read for ``after_ms``
+        while the join waited. Waiting time alone is not enough: a worker
+        catching up on a backlog reads the small results faster than the large
+        requests, and its results can be minutes ahead of their requests.
+        """
+        out = []
+        for p in self._by_id.values():
+            if p.state.request is not None:
+                continue
+            clock = self._requests.get(p.partition)
+            if clock is not None and clock.stamp_ms - p.first_stamp_ms >= after_ms:
+                out.append(p)  # the requests have moved on past it
+            elif now_ms - max(p.first_seen_ms, clock.seen_ms if clock else 0) >= after_ms:
+                out.append(p)  # no request at all for that long
+        return out

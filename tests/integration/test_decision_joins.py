@@ -11,14 +11,22 @@ from __future__ import annotations
 import time
 
 import pytest
+from confluent_kafka import Producer
 
+from agents import topics
+from apps.bench_state import inputs_for
 from apps.broker import free_port
 from tests.integration.conftest import running_stack, wait_for
 from tests.integration.test_pipeline import as_messages, demo_transactions
 from tests.kafka_helpers import produce
 
-WAIT_FOR_ALL = {"RISKSTREAM_DECISION_MODE": "wait_for_all"}
+ORPHAN_AFTER_MS = 3000
+WAIT_FOR_ALL = {
+    "RISKSTREAM_DECISION_MODE": "wait_for_all",
+    "RISKSTREAM_ORPHAN_AFTER_MS": str(ORPHAN_AFTER_MS),
+}
 PENDING = "riskstream_pending_analyses"
+ORPHANED = "riskstream_orphaned_agent_results_total"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +60,33 @@ def assert_decided_once_with_every_agent(stack, ids: set[str]) -> None:
     twice = [t for t, ds in decisions.items() if len(ds) != 1]
     assert not twice, f"{len(twice)} decided more than once"
     assert all(not ds[0]["missing_agents"] for ds in decisions.values())
+
+
+def test_results_read_long_before_their_requests_still_join_them(stack, run_id):
+    # A decision worker catching up on a backlog reads the three small results
+    # of an analysis much faster than its large request: here every result is
+    # there at once and the requests, produced before them (by timestamp),
+    # come in over three times the orphan timeout. None may be taken for an
+    # orphan while the requests of its partition are still being read.
+    txs = demo_transactions(run_id, 100, seed=45)
+    raw = [(tx["transaction_id"], k, v) for tx, (k, v) in zip(txs, as_messages(txs), strict=True)]
+    feed = dict(inputs_for("decision", raw))  # one chunk: the topic and its messages
+    orphaned_before = stack.metric(ORPHANED, of="decision")
+    producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
+    requested_ms = int(time.time() * 1000)
+    for topic, messages in feed.items():
+        if topic != topics.DECISION_REQUESTS:
+            for _, key, value in messages:
+                producer.produce(topic, value=value, key=key, timestamp=requested_ms + 50)
+    producer.flush(30)
+    trickle_s = 3 * ORPHAN_AFTER_MS / 1000 / len(raw)
+    for _, key, value in feed[topics.DECISION_REQUESTS]:
+        producer.produce(topics.DECISION_REQUESTS, value=value, key=key, timestamp=requested_ms)
+        producer.flush(5)
+        time.sleep(trickle_s)
+
+    assert_decided_once_with_every_agent(stack, {tx["transaction_id"] for tx in txs})
+    assert stack.metric(ORPHANED, of="decision") == orphaned_before
 
 
 def test_joins_waiting_for_an_agent_survive_a_crash_of_decision(stack, run_id):

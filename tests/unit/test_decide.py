@@ -109,11 +109,12 @@ def test_the_same_inputs_give_the_same_decision_apart_from_wall_clock_fields():
 
 def test_pending_joins_collect_what_to_acknowledge_per_analysis():
     joins = PendingJoins()
-    first = joins.add("a-1", partition=2, token="request", now_ms=1_000)
-    assert joins.add("a-1", partition=2, token="velocity", now_ms=1_500) is first
-    joins.add("a-2", partition=3, token="profile", now_ms=1_200)
+    first = joins.add("a-1", partition=2, token="request", now_ms=1_000, stamp_ms=900)
+    assert joins.add("a-1", partition=2, token="velocity", now_ms=1_500, stamp_ms=950) is first
+    joins.add("a-2", partition=3, token="profile", now_ms=1_200, stamp_ms=1_000)
     assert len(joins) == 2
-    assert first.tokens == ["request", "velocity"] and first.first_seen_ms == 1_000
+    assert first.tokens == ["request", "velocity"]
+    assert (first.first_seen_ms, first.first_stamp_ms) == (1_000, 900)
     assert joins.pop("a-1") is first and joins.get("a-1") is None and joins.pop("a-1") is None
     assert len(joins) == 1
 
@@ -121,20 +122,50 @@ def test_pending_joins_collect_what_to_acknowledge_per_analysis():
 def test_pending_joins_of_revoked_partitions_are_dropped_and_no_other():
     joins = PendingJoins()
     for i, partition in enumerate([0, 1, 1, 2]):
-        joins.add(f"a-{i}", partition, token=i, now_ms=0)
+        joins.add(f"a-{i}", partition, token=i, now_ms=0, stamp_ms=0)
     dropped = joins.drop_partitions({1, 5})
     assert sorted(p.state.analysis_id for p in dropped) == ["a-1", "a-2"]
     assert joins.get("a-0") is not None and joins.get("a-3") is not None
     assert len(joins) == 2
 
 
-def test_an_orphan_is_a_join_without_its_request_for_long_enough():
+def test_results_without_a_request_are_orphans_after_a_quiet_minute():
     joins = PendingJoins()
-    joins.add("results-only", 0, token=1, now_ms=0)
-    with_req = joins.add("requested", 0, token=2, now_ms=0)
+    joins.add("results-only", 0, token=1, now_ms=0, stamp_ms=0)
+    with_req = joins.add("requested", 0, token=2, now_ms=0, stamp_ms=0)
     with_req.state = with_request(with_req.state, REQUEST)
-    joins.add("recent", 0, token=3, now_ms=50_000)
-    assert [p.state.analysis_id for p in joins.orphans(now_ms=60_000, older_than_ms=60_000)] == [
+    joins.add("recent", 0, token=3, now_ms=50_000, stamp_ms=50_000)
+    assert [p.state.analysis_id for p in joins.orphans(now_ms=60_000, after_ms=60_000)] == [
         "results-only"
     ]
-    assert joins.orphans(now_ms=59_999, older_than_ms=60_000) == []
+    assert joins.orphans(now_ms=59_999, after_ms=60_000) == []
+
+
+def test_results_ahead_of_their_requests_wait_while_requests_are_read():
+    # Catching up on a backlog: the results of t=1000 are read at once, while
+    # the requests of their partition come in slowly, still from before them.
+    joins = PendingJoins()
+    joins.add("ahead", 1, token=1, now_ms=0, stamp_ms=1_000)
+    for now in range(0, 300_000, 10_000):
+        joins.saw_request(1, stamp_ms=now // 1_000, now_ms=now)
+        assert joins.orphans(now_ms=now, after_ms=60_000) == [], now
+    # Another partition's requests say nothing about this one.
+    joins.saw_request(2, stamp_ms=500_000, now_ms=300_000)
+    assert joins.orphans(now_ms=300_000, after_ms=60_000) == []
+    # Its own requests a minute past its results: its request is not coming.
+    joins.saw_request(1, stamp_ms=61_000, now_ms=300_000)
+    assert [p.state.analysis_id for p in joins.orphans(300_000, 60_000)] == ["ahead"]
+    # ... or no request read for a minute.
+    quiet = PendingJoins()
+    quiet.add("ahead", 1, token=1, now_ms=0, stamp_ms=1_000)
+    quiet.saw_request(1, stamp_ms=0, now_ms=10_000)
+    assert quiet.orphans(now_ms=69_999, after_ms=60_000) == []
+    assert len(quiet.orphans(now_ms=70_000, after_ms=60_000)) == 1
+
+
+def test_a_revoked_partition_forgets_how_far_its_requests_were_read():
+    joins = PendingJoins()
+    joins.saw_request(1, stamp_ms=100_000, now_ms=0)
+    joins.drop_partitions({1})
+    joins.add("new-owner-again", 1, token=1, now_ms=0, stamp_ms=1_000)
+    assert joins.orphans(now_ms=1_000, after_ms=60_000) == []

@@ -14,20 +14,35 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
 from agents import topics
 from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms, rfc3339_to_ms
 from agents.decide import Policy, decide
-from agents.ordering import OrderedAcks
+from agents.ordering import OrderedAcks, set_fetching
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.decision import DecisionTables
-from tables.join_state import Analysis, Pending, PendingJoins, complete, with_request, with_result
+from tables.join_state import (
+    REQUEST,
+    Analysis,
+    Pending,
+    PendingJoins,
+    complete,
+    parts_to_hold,
+    with_request,
+    with_result,
+)
 
 log = logging.getLogger(__name__)
 
 RESULT_TOPICS = {topics.results_topic(a): a for a in AGENT_NAMES}
 ANSWER_FIELDS = ("analysis_id", "agent", "score", "reasons")
+PART_TOPICS = {
+    REQUEST: topics.DECISION_REQUESTS,
+    **{a: topics.results_topic(a) for a in AGENT_NAMES},
+}
+PARTS = tuple(PART_TOPICS)
 ORPHAN_CHECK_INTERVAL_S = 5.0  # how often results without a request are looked for
 
 
@@ -65,6 +80,8 @@ def register(
     due: list[tuple[int, str]] = []  # (deadline epoch ms, analysis_id), a heap
     wait_for_all = settings.decision_mode == "wait_for_all"
     metrics.pending_analyses.set_function(joins.__len__)
+    ahead_limit = settings.max_joins_ahead
+    holding_back: dict[int, set[str]] = {}  # by partition: parts whose topic is not fetched
     outcome_counters = {o: metrics.decisions.labels(o) for o in ("approve", "review", "decline")}
 
     async def publish(key: bytes, doc: dict[str, Any]) -> None:
@@ -75,6 +92,23 @@ def register(
     async def release(pending: Pending) -> None:
         for entry in pending.tokens:
             await acks.done(entry)
+
+    async def hold_back(partition: int) -> None:
+        # Each input topic is read at its own speed when catching up on a
+        # backlog; one running ahead would fill memory with joins waiting for
+        # the others (see parts_to_hold).
+        held = holding_back.get(partition, set())
+        want = parts_to_hold(
+            joins.holding(partition), joins.waiting(partition), PARTS, ahead_limit, held
+        )
+        if want == held:
+            return
+        holding_back[partition] = want
+        if want - held:
+            metrics.inputs_paused.inc(len(want - held))
+            await set_fetching(app, _tps(want - held, partition), fetch=False)
+        if held - want:
+            await set_fetching(app, _tps(held - want, partition), fetch=True)
 
     async def join_and_decide(stream: faust.StreamT) -> None:
         # Acknowledged by hand: a message is acknowledged once its analysis is decided.
@@ -127,7 +161,8 @@ def register(
                 # What the decision uses of an answer; the features stay in the agent's result.
                 answer = {k: body[k] for k in ANSWER_FIELDS if k in body}
                 state = with_result(state, answer)
-            pending.state = state
+            joins.update(pending, state)
+            await hold_back(msg.partition)
 
             now = now_ms()
             deadline_passed = (
@@ -187,16 +222,25 @@ def register(
                 settings.orphan_after_ms / 1000,
             )
             await release(pending)
+        for partition in list(holding_back):
+            await hold_back(partition)
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(app: faust.App, revoked: set, **kwargs: object) -> None:
         mine = {tp for tp in revoked if tp.topic in input_names}
         acks.revoke(mine)
-        dropped = joins.drop_partitions({tp.partition for tp in mine})
+        partitions = {tp.partition for tp in mine}
+        for partition in partitions:  # their next assignment starts fetching again
+            holding_back.pop(partition, None)
+        dropped = joins.drop_partitions(partitions)
         if dropped:
             log.info(
                 "%d undecided analyses left to the next owner of their partitions", len(dropped)
             )
+
+
+def _tps(parts: set[str], partition: int) -> set[TP]:
+    return {TP(PART_TOPICS[part], partition) for part in parts}
 
 
 def _requested_ms(state: Analysis) -> int:

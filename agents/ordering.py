@@ -27,6 +27,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 from faust.types import TP
 
 from agents import topics
@@ -55,6 +56,30 @@ async def partition_count(app: faust.App, topic: str) -> int:
     producer = app.producer._ensure_producer()  # the aiokafka producer
     partitions = await producer.partitions_for(topic)
     return len(partitions)
+
+
+async def set_fetching(app: faust.App, tps: set[TP], *, fetch: bool) -> None:
+    """Stop or resume fetching ``tps``, losing nothing already fetched.
+
+    Faust's ``Consumer.pause_partitions`` drops the rest of a poll under way
+    for those partitions, after the client moved past them: they would never
+    be read. The aiokafka client's own pause keeps its position, so a paused
+    partition is fetched again from where it was. It runs in the consumer's
+    thread, as every call into that client does.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    client = thread._ensure_consumer()
+    partitions = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+
+    async def apply() -> None:
+        assigned = client.assignment()
+        mine = [tp for tp in partitions if tp in assigned]  # a rebalance may have come first
+        if fetch:
+            client.resume(*mine)
+        else:
+            client.pause(*mine)
+
+    await thread.call_thread(apply)
 
 
 def _committed(app: faust.App, tp: TP) -> int | None:

@@ -41,6 +41,10 @@ def make_app(service: str, settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_request_timeout=max(30.0, settings.session_timeout_s * 2),
         consumer_max_fetch_size=1024**2,
+        # Records handed to the streams per poll. A poll is delivered whole,
+        # also for partitions paused meanwhile: unbounded, one poll could hold
+        # a megabyte of every partition fetched.
+        broker_max_poll_records=500,
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000.0,
         stream_wait_empty=False,

@@ -27,6 +27,7 @@ class Metrics:
     behind_watermark: Counter
     pending_analyses: Gauge
     orphaned_results: Counter
+    inputs_paused: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -85,5 +86,10 @@ class Metrics:
             orphaned_results=counter(
                 "orphaned_agent_results",
                 "Agent results dropped because their analysis request never came",
+            ),
+            inputs_paused=counter(
+                "decision_inputs_paused",
+                "Times the decision service stopped fetching one input of a partition "
+                "because it ran ahead of the others",
             ),
         )

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # orphans once the requests of their partition are this far past them (by
     # timestamp), or none has been read for this long.
     orphan_after_ms: int = Field(60_000, ge=100)
+    # Per partition, undecided joins holding one input (the request, or one
+    # agent's result) from which that input is not fetched until half as many
+    # hold it, unless it is what most joins wait for (see parts_to_hold).
+    max_joins_ahead: int = Field(1000, ge=1)
     weight_velocity: float = Field(1.0, ge=0)
     weight_profile: float = Field(1.0, ge=0)
     weight_geo: float = Field(1.0, ge=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,44 @@ def complete(state: Analysis) -> bool:
     return state.request is not None and not state.missing_agents
 
 
+REQUEST = "request"  # the part of a join that is its analysis request
+
+
+def parts_of(state: Analysis) -> set[str]:
+    """What a join holds: ``request`` once its request came, and each agent that answered."""
+    return ({REQUEST} if state.request is not None else set()) | state.results.keys()
+
+
+def waits_for(state: Analysis) -> set[str]:
+    """What a join waits for: its request, then the expected agents that did not answer."""
+    return {REQUEST} if state.request is None else set(state.missing_agents)
+
+
+def parts_to_hold(
+    holding: Mapping[str, int],
+    waiting: Mapping[str, int],
+    parts: Sequence[str],
+    limit: int,
+    held: Set[str],
+) -> set[str]:
+    """The parts whose input should not be fetched for now, in one partition.
+
+    When a backlog is read, each input topic goes at its own speed (a fetch is
+    bounded in bytes; a request is five times the size of a result), and a
+    topic that runs ahead fills memory with joins waiting for the others. A
+    part held by ``limit`` undecided joins or more is held back until at most
+    half that many hold it. The part most joins wait for is never held back:
+    reading it is what completes them.
+    """
+    needed = max(parts, key=lambda part: waiting.get(part, 0))
+    out = set()
+    for part in parts:
+        n = holding.get(part, 0)
+        if part != needed and (n >= limit or (part in held and n > limit // 2)):
+            out.add(part)
+    return out
+
+
 @dataclass(slots=True)
 class Pending:
     """An undecided analysis: its join state and what to acknowledge once it is decided."""
@@ -82,6 +122,9 @@ class PendingJoins:
     def __init__(self) -> None:
         self._by_id: dict[str, Pending] = {}
         self._requests: dict[int, RequestClock] = {}  # by partition
+        # By partition: how many joins hold each part (the request, an agent's result).
+        self._parts: dict[int, Counter[str]] = {}
+        self._waiting: dict[int, Counter[str]] = {}  # by partition: joins waiting for each part
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -98,8 +141,30 @@ class PendingJoins:
             pending = self._by_id[analysis_id] = Pending(
                 Analysis(analysis_id), partition, now_ms, stamp_ms
             )
+            self._waiting.setdefault(partition, Counter()).update(waits_for(pending.state))
         pending.tokens.append(token)
         return pending
+
+    def update(self, pending: Pending, state: Analysis) -> None:
+        """Set a join's state (keeps count of what the joins hold and wait for)."""
+        old = pending.state
+        if state is old:
+            return
+        gained = parts_of(state) - parts_of(old)
+        if gained:
+            self._parts.setdefault(pending.partition, Counter()).update(gained)
+        waiting = self._waiting.setdefault(pending.partition, Counter())
+        waiting.subtract(waits_for(old))
+        waiting.update(waits_for(state))
+        pending.state = state
+
+    def holding(self, partition: int) -> Counter[str]:
+        """For each part (``request`` or an agent), the joins of this partition holding it."""
+        return self._parts.get(partition) or Counter()
+
+    def waiting(self, partition: int) -> Counter[str]:
+        """For each part, the joins of this partition waiting for it."""
+        return self._waiting.get(partition) or Counter()
 
     def saw_request(self, partition: int, stamp_ms: int, now_ms: int) -> None:
         """Call for every analysis request read, with its timestamp and the wall clock."""
@@ -111,7 +176,12 @@ class PendingJoins:
             clock.seen_ms = now_ms
 
     def pop(self, analysis_id: str) -> Pending | None:
-        return self._by_id.pop(analysis_id, None)
+        pending = self._by_id.pop(analysis_id, None)
+        if pending is not None:
+            p = pending.partition
+            self._parts.get(p, Counter()).subtract(parts_of(pending.state))
+            self._waiting.get(p, Counter()).subtract(waits_for(pending.state))
+        return pending
 
     def drop_partitions(self, partitions: set[int]) -> list[Pending]:
         dropped = [p for p in self._by_id.values() if p.partition in partitions]
@@ -119,6 +189,8 @@ class PendingJoins:
             del self._by_id[p.state.analysis_id]
         for partition in partitions:
             self._requests.pop(partition, None)
+            self._parts.pop(partition, None)
+            self._waiting.pop(partition, None)
         return dropped
 
     def orphans(self, now_ms: int, after_ms: int) -> list[Pending]:

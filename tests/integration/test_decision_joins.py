@@ -21,12 +21,17 @@ from tests.integration.test_pipeline import as_messages, demo_transactions
 from tests.kafka_helpers import produce
 
 ORPHAN_AFTER_MS = 3000
+# Above the joins one partition gets of the 40 held without geo below (10 on
+# average), below those it gets of the 200 whose results come first (50).
+JOINS_AHEAD = 25
 WAIT_FOR_ALL = {
     "RISKSTREAM_DECISION_MODE": "wait_for_all",
     "RISKSTREAM_ORPHAN_AFTER_MS": str(ORPHAN_AFTER_MS),
+    "RISKSTREAM_MAX_JOINS_AHEAD": str(JOINS_AHEAD),
 }
 PENDING = "riskstream_pending_analyses"
 ORPHANED = "riskstream_orphaned_agent_results_total"
+PAUSED = "riskstream_decision_inputs_paused_total"
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +72,14 @@ def test_results_read_long_before_their_requests_still_join_them(stack, run_id):
     # of an analysis much faster than its large request: here every result is
     # there at once and the requests, produced before them (by timestamp),
     # come in over three times the orphan timeout. None may be taken for an
-    # orphan while the requests of its partition are still being read.
-    txs = demo_transactions(run_id, 100, seed=45)
+    # orphan while the requests of its partition are still being read. Once
+    # JOINS_AHEAD joins of a partition hold a result, that result topic is not
+    # fetched on until the requests catch up.
+    txs = demo_transactions(run_id, 200, seed=45)
     raw = [(tx["transaction_id"], k, v) for tx, (k, v) in zip(txs, as_messages(txs), strict=True)]
     feed = dict(inputs_for("decision", raw))  # one chunk: the topic and its messages
     orphaned_before = stack.metric(ORPHANED, of="decision")
+    paused_before = stack.metric(PAUSED, of="decision")
     producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
     requested_ms = int(time.time() * 1000)
     for topic, messages in feed.items():
@@ -87,6 +95,7 @@ def test_results_read_long_before_their_requests_still_join_them(stack, run_id):
 
     assert_decided_once_with_every_agent(stack, {tx["transaction_id"] for tx in txs})
     assert stack.metric(ORPHANED, of="decision") == orphaned_before
+    assert stack.metric(PAUSED, of="decision") > paused_before
 
 
 def test_joins_waiting_for_an_agent_survive_a_crash_of_decision(stack, run_id):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from agents.decide import Policy, combined_score, decide, outcome_for
-from tables.join_state import Analysis, PendingJoins, complete, with_request, with_result
+from tables.join_state import (
+    Analysis,
+    PendingJoins,
+    complete,
+    parts_to_hold,
+    with_request,
+    with_result,
+)
 
 REQUEST = {
     "analysis_id": "a-1",
@@ -161,6 +168,60 @@ def test_results_ahead_of_their_requests_wait_while_requests_are_read():
     quiet.saw_request(1, stamp_ms=0, now_ms=10_000)
     assert quiet.orphans(now_ms=69_999, after_ms=60_000) == []
     assert len(quiet.orphans(now_ms=70_000, after_ms=60_000)) == 1
+
+
+def test_joins_count_per_partition_what_they_hold_and_what_they_wait_for():
+    joins = PendingJoins()
+    for i in range(3):
+        pending = joins.add(f"r-{i}", 1, token=i, now_ms=0, stamp_ms=0)
+        joins.update(pending, with_result(pending.state, {"agent": "geo", "score": 0.1}))
+    other = joins.add("other", 2, token=9, now_ms=0, stamp_ms=0)
+    joins.update(other, with_request(other.state, REQUEST))
+    assert +joins.holding(1) == {"geo": 3} and +joins.waiting(1) == {"request": 3}
+    assert joins.holding(2) == {"request": 1}
+    assert +joins.waiting(2) == {"velocity": 1, "profile": 1, "geo": 1}
+    assert joins.holding(3) == {} and joins.waiting(3) == {}
+
+    first = joins.get("r-0")
+    joins.update(first, with_request(first.state, REQUEST))
+    joins.update(first, with_request(first.state, REQUEST))  # a redelivered request
+    joins.update(first, with_result(first.state, {"agent": "geo", "score": 0.9}))  # and result
+    assert +joins.holding(1) == {"geo": 3, "request": 1}
+    assert +joins.waiting(1) == {"request": 2, "velocity": 1, "profile": 1}
+
+    joins.pop("r-0")  # decided (or let go)
+    joins.pop("r-1")  # an orphan let go
+    assert +joins.holding(1) == {"geo": 1} and +joins.waiting(1) == {"request": 1}
+    joins.drop_partitions({1})
+    assert joins.holding(1) == {} and joins.holding(2) == {"request": 1}
+
+
+PARTS = ("request", "velocity", "profile", "geo")
+
+
+def test_an_input_far_ahead_of_the_others_is_held_back_until_half_as_many_joins_hold_it():
+    waiting = {"request": 5}  # results came; their requests did not
+    assert parts_to_hold({"geo": 9}, waiting, PARTS, limit=10, held=set()) == set()
+    assert parts_to_hold({"geo": 10}, waiting, PARTS, limit=10, held=set()) == {"geo"}
+    assert parts_to_hold({"geo": 6}, waiting, PARTS, limit=10, held={"geo"}) == {"geo"}
+    assert parts_to_hold({"geo": 5}, waiting, PARTS, limit=10, held={"geo"}) == set()
+
+
+def test_what_most_joins_wait_for_is_never_held_back():
+    # Every input is ahead of the limit, but the requests are what the joins
+    # need: holding them back too would stop the partition for good.
+    holding = {"request": 40, "velocity": 50, "profile": 50, "geo": 50}
+    waiting = {"request": 10, "geo": 40}
+    assert parts_to_hold(holding, waiting, PARTS, limit=10, held=set()) == {
+        "request",
+        "velocity",
+        "profile",
+    }
+    # An agent that is not expected is never waited for, so it never decides
+    # what may be read, whatever few joins hold it.
+    waiting = {"request": 30, "velocity": 0}
+    held = parts_to_hold(holding | {"velocity": 0}, waiting, PARTS, limit=10, held=set())
+    assert "request" not in held and held == {"profile", "geo"}
 
 
 def test_a_revoked_partition_forgets_how_far_its_requests_were_read():

@@ -108,6 +108,8 @@ def register(
             metrics.inputs_paused.inc(len(want - held))
             await set_fetching(app, _tps(want - held, partition), fetch=False)
         if held - want:
+            if REQUEST in held:  # not having read requests for a while was our doing
+                joins.requests_held_back(partition, now_ms())
             await set_fetching(app, _tps(held - want, partition), fetch=True)
 
     async def join_and_decide(stream: faust.StreamT) -> None:
@@ -212,7 +214,11 @@ def register(
     async def drop_orphans() -> None:
         # Results whose request never comes would hold their partitions' commits
         # back for ever: let them go (they are counted and logged).
-        for pending in joins.orphans(now_ms(), settings.orphan_after_ms):
+        now = now_ms()
+        for partition, held in holding_back.items():
+            if REQUEST in held:
+                joins.requests_held_back(partition, now)
+        for pending in joins.orphans(now, settings.orphan_after_ms):
             joins.pop(pending.state.analysis_id)
             metrics.orphaned_results.inc(len(pending.tokens))
             log.warning(

@@ -175,6 +175,18 @@ class PendingJoins:
             clock.stamp_ms = max(clock.stamp_ms, stamp_ms)
             clock.seen_ms = now_ms
 
+    def requests_held_back(self, partition: int, now_ms: int) -> None:
+        """Call while this worker itself does not fetch the partition's requests.
+
+        Not reading any request is then no sign that none are coming: it does
+        not make the partition's results orphans.
+        """
+        clock = self._requests.get(partition)
+        if clock is None:
+            self._requests[partition] = RequestClock(stamp_ms=0, seen_ms=now_ms)
+        else:
+            clock.seen_ms = now_ms
+
     def pop(self, analysis_id: str) -> Pending | None:
         pending = self._by_id.pop(analysis_id, None)
         if pending is not None:

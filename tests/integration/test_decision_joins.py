@@ -98,6 +98,43 @@ def test_results_read_long_before_their_requests_still_join_them(stack, run_id):
     assert stack.metric(PAUSED, of="decision") > paused_before
 
 
+def test_joins_waiting_for_an_absent_agent_stop_growing_and_the_rest_waits_in_kafka(stack, run_id):
+    # Every join waits for geo, which never answered: what the joins hold
+    # (requests, velocity and profile results) stops being fetched once
+    # JOINS_AHEAD joins of a partition hold it. Faust's stream buffer and one
+    # poll (500 records) still come in after that, so the bound is loose here;
+    # without it, every one of the n analyses would be held.
+    n = 8000
+    txs = demo_transactions(run_id, n, seed=47)
+    raw = [(tx["transaction_id"], k, v) for tx, (k, v) in zip(txs, as_messages(txs), strict=True)]
+    geo_results = topics.results_topic("geo")
+    paused_before = stack.metric(PAUSED, of="decision")
+    producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
+    later = []
+    for topic, messages in inputs_for("decision", raw):
+        for _, key, value in messages:
+            if topic == geo_results:
+                later.append((key, value))
+            else:
+                producer.produce(topic, value=value, key=key)
+    producer.flush(60)
+
+    wait_for(lambda: stack.metric(PAUSED, of="decision") > paused_before, 60, what="a pause")
+    held, still_since = -1.0, time.monotonic()
+    while time.monotonic() - still_since < 5:  # until the joins held stop changing
+        now = pending_in(stack, "decision")
+        if now != held:
+            held, still_since = now, time.monotonic()
+        time.sleep(0.5)
+    assert 0 < held < n / 2, f"{held:.0f} of {n} joins held"
+
+    for key, value in later:  # geo answers: everything is read and decided
+        producer.produce(geo_results, value=value, key=key)
+    producer.flush(60)
+    assert_decided_once_with_every_agent(stack, {tx["transaction_id"] for tx in txs})
+    wait_for(lambda: pending_in(stack, "decision") == 0, 30, what="no join left open")
+
+
 def test_joins_waiting_for_an_agent_survive_a_crash_of_decision(stack, run_id):
     ids, geo_port = hold_joins_without_geo(stack, run_id, 40, seed=41)
 

@@ -224,6 +224,20 @@ def test_what_most_joins_wait_for_is_never_held_back():
     assert "request" not in held and held == {"profile", "geo"}
 
 
+def test_results_are_no_orphans_while_this_worker_holds_their_requests_back():
+    joins = PendingJoins()
+    joins.add("r-1", 1, token=1, now_ms=0, stamp_ms=0)  # a result, its request not read
+    joins.add("r-2", 2, token=2, now_ms=0, stamp_ms=0)
+    joins.requests_held_back(1, now_ms=60_000)  # partition 1's requests are not fetched
+    assert [p.state.analysis_id for p in joins.orphans(now_ms=60_000, after_ms=60_000)] == ["r-2"]
+    # Fetched again, and still no request for the whole timeout: an orphan after all.
+    assert joins.orphans(now_ms=119_999, after_ms=60_000)[0].state.analysis_id == "r-2"
+    assert {p.state.analysis_id for p in joins.orphans(now_ms=120_000, after_ms=60_000)} == {
+        "r-1",
+        "r-2",
+    }
+
+
 def test_a_revoked_partition_forgets_how_far_its_requests_were_read():
     joins = PendingJoins()
     joins.saw_request(1, stamp_ms=100_000, now_ms=0)

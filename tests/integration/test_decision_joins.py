@@ -59,6 +59,12 @@ def hold_joins_without_geo(stack, run_id: str, n: int, seed: int) -> tuple[set[s
     return {tx["transaction_id"] for tx in txs}, geo.port
 
 
+def decision_inputs(txs: list[dict]) -> list[tuple[str, list]]:
+    """What the decision service reads for these transactions: (topic, messages) chunks."""
+    raw = [(tx["transaction_id"], k, v) for tx, (k, v) in zip(txs, as_messages(txs), strict=True)]
+    return inputs_for("decision", raw)
+
+
 def assert_decided_once_with_every_agent(stack, ids: set[str]) -> None:
     decisions = stack.decisions_for(ids, timeout_s=120)
     assert set(decisions) == ids, f"lost: {sorted(ids - set(decisions))[:5]}"
@@ -76,8 +82,7 @@ def test_results_read_long_before_their_requests_still_join_them(stack, run_id):
     # JOINS_AHEAD joins of a partition hold a result, that result topic is not
     # fetched on until the requests catch up.
     txs = demo_transactions(run_id, 200, seed=45)
-    raw = [(tx["transaction_id"], k, v) for tx, (k, v) in zip(txs, as_messages(txs), strict=True)]
-    feed = dict(inputs_for("decision", raw))  # one chunk: the topic and its messages
+    feed = dict(decision_inputs(txs))  # one chunk: the topic and its messages
     orphaned_before = stack.metric(ORPHANED, of="decision")
     paused_before = stack.metric(PAUSED, of="decision")
     producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
@@ -87,7 +92,7 @@ def test_results_read_long_before_their_requests_still_join_them(stack, run_id):
             for _, key, value in messages:
                 producer.produce(topic, value=value, key=key, timestamp=requested_ms + 50)
     producer.flush(30)
-    trickle_s = 3 * ORPHAN_AFTER_MS / 1000 / len(raw)
+    trickle_s = 3 * ORPHAN_AFTER_MS / 1000 / len(txs)
     for _, key, value in feed[topics.DECISION_REQUESTS]:
         producer.produce(topics.DECISION_REQUESTS, value=value, key=key, timestamp=requested_ms)
         producer.flush(5)
@@ -106,18 +111,15 @@ def test_joins_waiting_for_an_absent_agent_stop_growing_and_the_rest_waits_in_ka
     # without it, every one of the n analyses would be held.
     n = 8000
     txs = demo_transactions(run_id, n, seed=47)
-    raw = [(tx["transaction_id"], k, v) for tx, (k, v) in zip(txs, as_messages(txs), strict=True)]
     geo_results = topics.results_topic("geo")
     paused_before = stack.metric(PAUSED, of="decision")
-    producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
     later = []
-    for topic, messages in inputs_for("decision", raw):
-        for _, key, value in messages:
-            if topic == geo_results:
-                later.append((key, value))
-            else:
-                producer.produce(topic, value=value, key=key)
-    producer.flush(60)
+    for topic, messages in decision_inputs(txs):
+        pairs = [(key, value) for _, key, value in messages]
+        if topic == geo_results:
+            later += pairs
+        else:
+            produce(stack.bootstrap, pairs, topic)
 
     wait_for(lambda: stack.metric(PAUSED, of="decision") > paused_before, 60, what="a pause")
     held, still_since = -1.0, time.monotonic()
@@ -128,9 +130,7 @@ def test_joins_waiting_for_an_absent_agent_stop_growing_and_the_rest_waits_in_ka
         time.sleep(0.5)
     assert 0 < held < n / 2, f"{held:.0f} of {n} joins held"
 
-    for key, value in later:  # geo answers: everything is read and decided
-        producer.produce(geo_results, value=value, key=key)
-    producer.flush(60)
+    produce(stack.bootstrap, later, geo_results)  # geo answers: everything is read and decided
     assert_decided_once_with_every_agent(stack, {tx["transaction_id"] for tx in txs})
     wait_for(lambda: pending_in(stack, "decision") == 0, 30, what="no join left open")
 

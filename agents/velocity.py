@@ -24,14 +24,8 @@ from agents.scoring import VelocityRules, score_velocity
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.agents import VelocityTables
-from tables.windows import (
-    AccountVelocity,
-    MerchantVelocity,
-    account_windows,
-    apply_account_event,
-    apply_merchant_event,
-    merchant_windows,
-)
+from tables.merchant_windows import MerchantCache, MerchantWindow, read_merchant, write_merchant
+from tables.windows import AccountVelocity, account_windows, apply_account_event
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +38,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     lateness_ms = settings.allowed_lateness_s * 1000
     ordered = settings.ordering == "event_time"
     relay = RelayedWatermarks(app, requests.get_topic_name(), by_merchant) if ordered else None
+    merchants = MerchantCache(settings.merchant_cache_events)
     # Label lookups resolved once, not per event.
     late, published, scores, duplicates = (
         metrics.late_events.labels("velocity"),
@@ -105,21 +100,22 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             await results.send(key=analysis_key, value=previous)
             return
         key = tx["merchant_id"].encode()
-        raw = tables.merchant_velocity.get(key)
-        before = MerchantVelocity.from_dict(orjson.loads(raw)) if raw else None
-        applied = apply_merchant_event(
-            before,
+        state = merchants.get(key)
+        if state is None:
+            state = read_merchant(tables.merchant_velocity, key, settings.max_events_per_merchant)
+        if state is None:
+            state = MerchantWindow(time_ms)
+        duplicate, _late = state.add(
             time_ms=time_ms,
             transaction_id=tx["transaction_id"],
             account_id=tx["account_id"],
             max_events=settings.max_events_per_merchant,
             allowed_lateness_ms=lateness_ms,
         )
-        if not applied.duplicate:
-            tables.merchant_velocity[key] = orjson.dumps(applied.state.to_dict())
-        scored = score_velocity(
-            forward["account_windows"], merchant_windows(applied.state, time_ms), rules
-        )
+        if not duplicate:
+            write_merchant(tables.merchant_velocity, key, state)
+        merchants.put(key, state)
+        scored = score_velocity(forward["account_windows"], state.windows(time_ms), rules)
         result = agent_result(
             "velocity",
             request,
@@ -148,6 +144,12 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             unreadable(event, exc)
             return None
         return forward, time_ms
+
+    @app.on_partitions_revoked.connect
+    async def forget_merchants(app: faust.App, revoked: set, **kwargs: object) -> None:
+        # Their next owner changes the rows; what this worker keeps again is read anew.
+        if any(tp.topic == topics.VELOCITY_BY_MERCHANT for tp in revoked):
+            merchants.clear()
 
     if relay is None:
 

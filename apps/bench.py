@@ -166,6 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in its state, its peak RSS and data dir (apps/bench_state.py)",
     )
     parser.add_argument(
+        "--merchant-windows",
+        action="store_true",
+        help="instead of the runs: one transaction's cost at merchants with 100 to 20,000 "
+        "events in their windows, in process (apps/bench_windows.py)",
+    )
+    parser.add_argument(
         "--state-service",
         action="append",
         dest="state_services",
@@ -925,6 +931,10 @@ def run_bench(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     if args.no_services and not args.broker:
         raise SystemExit("riskstream bench: --no-services needs --broker")
+    if args.merchant_windows:
+        from apps.bench_windows import run_windows_bench
+
+        return run_windows_bench(args.json)
     if args.state_size:
         if args.broker:
             raise SystemExit("riskstream bench: --state-size starts its own brokers")

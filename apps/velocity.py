@@ -4,7 +4,8 @@ Consumes: agent.velocity.requests (key account_id),
           riskstream.velocity.by-merchant (its own second stage, key merchant_id),
           riskstream.velocity.watermarks (ordering=event_time only)
 Produces: agent.velocity.results (key analysis_id, value AgentResult)
-Tables:   account_velocity (account_id -> recent events), merchant_velocity (merchant_id -> recent events)
+Tables:   account_velocity (account_id -> recent events),
+          merchant_velocity (merchant_id -> recent events, a row per event-time hour)
 HTTP:     GET /accounts/{account_id}/velocity, GET /merchants/{merchant_id}/velocity
 Run:      riskstream worker velocity   (web port 6067 unless RISKSTREAM_WEB_PORT)
 """
@@ -22,7 +23,8 @@ from apps.metrics import Metrics
 from apps.settings import Settings, load_settings
 from apps.web import install_common_views, routed_lookup
 from tables.agents import declare_velocity
-from tables.windows import AccountVelocity, MerchantVelocity, account_windows, merchant_windows
+from tables.merchant_windows import MerchantWindow, load_merchant
+from tables.windows import AccountVelocity, account_windows
 
 
 def account_view(raw: bytes, account_id: str) -> dict:
@@ -35,12 +37,11 @@ def account_view(raw: bytes, account_id: str) -> dict:
     }
 
 
-def merchant_view(raw: bytes, merchant_id: str) -> dict:
-    state = MerchantVelocity.from_dict(orjson.loads(raw))
+def merchant_view(state: MerchantWindow, merchant_id: str) -> dict:
     return {
         "merchant_id": merchant_id,
         "as_of": ms_to_rfc3339(state.max_time_ms),
-        "windows": merchant_windows(state, state.max_time_ms),
+        "windows": state.windows(state.max_time_ms),
     }
 
 
@@ -65,12 +66,17 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.page("/merchants/{merchant_id}/velocity")
     async def merchant_velocity(self: View, request: Request, merchant_id: str) -> Response:
+        def render(own: bytes) -> dict:
+            key, cap = merchant_id.encode(), settings.max_events_per_merchant
+            state = load_merchant(tables.merchant_velocity, key, own, cap)
+            return merchant_view(state, merchant_id)
+
         return await routed_lookup(
             app,
             request,
             tables.merchant_velocity,
             merchant_id,
-            lambda raw: merchant_view(raw, merchant_id),
+            render,
             "velocity state for merchant",
         )
 

@@ -12,8 +12,10 @@ from apps.settings import Settings
 
 @dataclass(frozen=True)
 class VelocityTables:
-    account_velocity: faust.Table  # account_id -> {"state": AccountVelocity}
-    merchant_velocity: faust.Table  # merchant_id -> {"state": MerchantVelocity}
+    account_velocity: faust.Table  # account_id -> AccountVelocity
+    # merchant_id -> its newest hour and watermark; merchant_id + 0x1f + hour -> an
+    # older hour's events (tables/merchant_windows.py)
+    merchant_velocity: faust.Table
     # transaction_id -> the AgentResult it got, in the merchant's partition (stage two)
     results: faust.Table
 

@@ -1,7 +1,8 @@
-"""Exact event-time sliding windows for the velocity agent.
+"""Exact event-time sliding windows for the velocity agent: per account here,
+per merchant in tables/merchant_windows.py.
 
-Each key (an account or a merchant) keeps the raw events of its last 24 hours of
-event time, sorted, and window values are computed from them on demand. Raw
+Each account keeps the raw events of its last 24 hours of event time (up to
+``max_events``), sorted, and window values are computed from them on demand. Raw
 events rather than buckets because the windows slide exactly: a window W at time
 t covers events with ``t - W < event_time <= t``, so a burst straddling a bucket
 edge is never split in two.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 ACCOUNT_WINDOWS_MS: dict[str, int] = {
     "1m": 60_000,
@@ -60,35 +61,9 @@ class AccountVelocity:
         )
 
 
-@dataclass(slots=True)
-class MerchantVelocity:
-    # (event_time_ms, transaction_id, account_id), sorted by time then id.
-    events: list[tuple[int, str, str]]
-    max_time_ms: int
-    late_events: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "events": [list(e) for e in self.events],
-            "max_time_ms": self.max_time_ms,
-            "late_events": self.late_events,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MerchantVelocity:
-        return cls(
-            events=[(int(t), str(i), str(a)) for t, i, a in d["events"]],
-            max_time_ms=int(d["max_time_ms"]),
-            late_events=int(d.get("late_events", 0)),
-        )
-
-
-S = TypeVar("S", AccountVelocity, MerchantVelocity)
-
-
 @dataclass(frozen=True, slots=True)
-class Applied(Generic[S]):
-    state: S
+class Applied:
+    state: AccountVelocity
     duplicate: bool  # the transaction was already counted; state is the input, unchanged
     late: bool  # older than the watermark minus the allowed lateness (still counted if in 24h)
 
@@ -102,7 +77,7 @@ def apply_account_event(
     merchant_id: str,
     max_events: int,
     allowed_lateness_ms: int,
-) -> Applied[AccountVelocity]:
+) -> Applied:
     """Add one transaction to an account's window state; the input is never mutated."""
     if state is None:
         state = AccountVelocity(events=[], max_time_ms=time_ms, late_events=0)
@@ -117,34 +92,6 @@ def apply_account_event(
     )
     return Applied(
         AccountVelocity(events, max_time_ms, state.late_events + int(late)),
-        duplicate=False,
-        late=late,
-    )
-
-
-def apply_merchant_event(
-    state: MerchantVelocity | None,
-    *,
-    time_ms: int,
-    transaction_id: str,
-    account_id: str,
-    max_events: int,
-    allowed_lateness_ms: int,
-) -> Applied[MerchantVelocity]:
-    """Add one transaction to a merchant's window state; the input is never mutated."""
-    if state is None:
-        state = MerchantVelocity(events=[], max_time_ms=time_ms, late_events=0)
-    elif _seen(state.events, transaction_id):
-        return Applied(state, duplicate=True, late=False)
-    events, max_time_ms, late = _insert(
-        state.events,
-        state.max_time_ms,
-        (time_ms, transaction_id, account_id),
-        max_events,
-        allowed_lateness_ms,
-    )
-    return Applied(
-        MerchantVelocity(events, max_time_ms, state.late_events + int(late)),
         duplicate=False,
         late=late,
     )
@@ -204,20 +151,3 @@ def account_windows(state: AccountVelocity, as_of_ms: int) -> dict[str, dict[str
             "distinct_merchants": len(merchants),
         }
     return {name: out[name] for name in ACCOUNT_WINDOWS_MS}
-
-
-def merchant_windows(state: MerchantVelocity, as_of_ms: int) -> dict[str, dict[str, Any]]:
-    """Count and distinct accounts per window ending at ``as_of_ms``."""
-    events = state.events
-    i = bisect_right(events, as_of_ms, key=_time)
-    count = 0
-    accounts: set[str] = set()
-    out: dict[str, dict[str, Any]] = {}
-    for name, window_ms in sorted(MERCHANT_WINDOWS_MS.items(), key=lambda kv: kv[1]):
-        start_ms = as_of_ms - window_ms
-        while i > 0 and events[i - 1][0] > start_ms:
-            i -= 1
-            count += 1
-            accounts.add(events[i][2])
-        out[name] = {"count": count, "distinct_accounts": len(accounts)}
-    return {name: out[name] for name in MERCHANT_WINDOWS_MS}

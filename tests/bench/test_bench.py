@@ -177,3 +177,24 @@ def test_the_decision_is_fed_its_request_and_one_result_of_every_agent():
     ((topic, agent_requests),) = inputs_for("geo", raw)
     assert topic == topics.requests_topic("geo")
     assert [k for _, k, _ in agent_requests] == [k for _, k, _ in raw]  # keyed by account
+
+
+def test_the_merchant_windows_bench_reports_each_size_and_way(tmp_path):
+    out = tmp_path / "windows.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_BENCH, "--merchant-windows", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "one transaction at a merchant" in proc.stdout
+    rows = json.loads(out.read_text())["merchant_windows"]
+    assert [r["events"] for r in rows] == [100, 1_000, 5_000, 20_000]
+    ways = ("kept, in order", "kept, late", "from rows, in order", "from rows, late")
+    for row in rows:
+        assert all(row[w]["cpu_us"] > 0 and row[w]["bytes"] > 0 for w in ways)
+    # A transaction rewrites one hour or two of a busy merchant, not its day.
+    busiest = rows[-1]
+    assert busiest["kept, in order"]["bytes"] * 20 < busiest["stored_bytes"]

@@ -21,12 +21,8 @@ from agents.scoring import (
 )
 from tables import profile_state
 from tables.geo_state import GeoObservation
-from tables.windows import (
-    account_windows,
-    apply_account_event,
-    apply_merchant_event,
-    merchant_windows,
-)
+from tables.merchant_windows import MerchantWindow
+from tables.windows import account_windows, apply_account_event
 
 T0 = int(datetime(2025, 1, 1, 14, 0, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
@@ -54,17 +50,16 @@ def velocity_of(events, *, merchant_accounts=()):
             max_events=1000,
             allowed_lateness_ms=HOUR,
         ).state
-    mstate = None
+    mstate = MerchantWindow(T0) if merchant_accounts else None
     for i, account in enumerate(merchant_accounts):
-        mstate = apply_merchant_event(
-            mstate,
+        mstate.add(
             time_ms=T0 - i,
             transaction_id=f"m{i}",
             account_id=account,
             max_events=1000,
             allowed_lateness_ms=HOUR,
-        ).state
-    mwindows = merchant_windows(mstate, T0) if mstate else None
+        )
+    mwindows = mstate.windows(T0) if mstate else None
     return score_velocity(account_windows(state, T0), mwindows, VelocityRules())
 
 

@@ -10,15 +10,19 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tables.merchant_windows import (
+    MerchantCache,
+    MerchantWindow,
+    hour_key,
+    read_merchant,
+    write_merchant,
+)
 from tables.windows import (
     ACCOUNT_WINDOWS_MS,
     MERCHANT_WINDOWS_MS,
     AccountVelocity,
-    MerchantVelocity,
     account_windows,
     apply_account_event,
-    apply_merchant_event,
-    merchant_windows,
 )
 
 MIN = 60_000
@@ -157,34 +161,6 @@ def test_account_state_round_trips_through_orjson_and_keeps_working():
     assert [e[1] for e in restored.events] == ["c", "a", "d", "b"]
 
 
-def test_merchant_windows_count_distinct_accounts():
-    state = None
-    for i, (time_ms, account) in enumerate([(T0 - 2 * HOUR, "x"), (T0 - MIN, "y"), (T0, "y")]):
-        state = apply_merchant_event(
-            state,
-            time_ms=time_ms,
-            transaction_id=f"t{i}",
-            account_id=account,
-            max_events=100,
-            allowed_lateness_ms=HOUR,
-        ).state
-    w = merchant_windows(state, T0)
-    assert w == {
-        "1h": {"count": 2, "distinct_accounts": 1},
-        "24h": {"count": 3, "distinct_accounts": 2},
-    }
-    restored = MerchantVelocity.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
-    assert restored == state
-
-
-def test_a_duplicate_merchant_event_changes_nothing():
-    kwargs = {"account_id": "x", "max_events": 100, "allowed_lateness_ms": HOUR}
-    state = apply_merchant_event(None, time_ms=T0, transaction_id="a", **kwargs).state
-    applied = apply_merchant_event(state, time_ms=T0 + 5, transaction_id="a", **kwargs)
-    assert applied.duplicate
-    assert applied.state is state
-
-
 # --- property tests against a brute-force oracle ---------------------------------
 
 # Times on a 10 min grid over ~27 h plus small offsets: ties, events exactly on a
@@ -275,25 +251,167 @@ def test_account_windows_match_a_brute_force_oracle(raw_steps, max_events, laten
                 assert got[name]["distinct_merchants"] == len({e[3] for e in events})
 
 
+# --- merchant windows: tables.merchant_windows ---------------------------------
+
+
+def merchant(*events, max_events=1000, lateness_ms=HOUR) -> MerchantWindow:
+    """events: (time_ms, transaction_id, account_id)."""
+    state = MerchantWindow(events[0][0])
+    for time_ms, tx, account in events:
+        state.add(
+            time_ms=time_ms,
+            transaction_id=tx,
+            account_id=account,
+            max_events=max_events,
+            allowed_lateness_ms=lateness_ms,
+        )
+    return state
+
+
+def test_merchant_windows_count_events_and_distinct_accounts():
+    state = merchant((T0 - 2 * HOUR, "t0", "x"), (T0 - MIN, "t1", "y"), (T0, "t2", "y"))
+    assert state.windows(T0) == {
+        "1h": {"count": 2, "distinct_accounts": 1},
+        "24h": {"count": 3, "distinct_accounts": 2},
+    }
+    # As of an earlier time, later events do not count.
+    assert state.windows(T0 - HOUR) == {
+        "1h": {"count": 0, "distinct_accounts": 0},
+        "24h": {"count": 1, "distinct_accounts": 1},
+    }
+
+
+def test_a_duplicate_merchant_event_changes_nothing():
+    state = merchant((T0, "a", "x"))
+    assert state.add(
+        time_ms=T0 + 5, transaction_id="a", account_id="y", max_events=100, allowed_lateness_ms=0
+    ) == (True, False)
+    assert state.events == [(T0, "a", "x")]
+    assert state.max_time_ms == T0
+
+
+def rows_table() -> dict[bytes, bytes]:
+    return {}
+
+
+def test_a_busy_merchant_writes_one_hour_not_the_day():
+    # 20,000 transactions evenly over 24 h: the last one rewrites its own hour only.
+    table = rows_table()
+    state = MerchantWindow(T0)
+    step = DAY // 20_000
+    written = 0
+    for i in range(20_000):
+        state.add(
+            time_ms=T0 + i * step,
+            transaction_id=f"tx{i:05d}",
+            account_id=f"acct-{i % 5000}",
+            max_events=20_000,
+            allowed_lateness_ms=HOUR,
+        )
+        written = write_merchant(table, b"m1", state)
+    whole_day = sum(len(v) for v in table.values())
+    assert written < whole_day / 20
+    # Every hour but the newest is a row of its own, and the own row names them.
+    own = orjson.loads(table[b"m1"])
+    assert len(own["hours"]) == 23
+    assert {k for k in table if k != b"m1"} == {hour_key(b"m1", h) for h in own["hours"]}
+    assert state.windows(state.max_time_ms)["24h"] == {"count": 20_000, "distinct_accounts": 5000}
+
+
+def test_hour_rows_leave_with_their_last_event():
+    table = rows_table()
+    state = merchant((T0, "a", "x"), (T0 + HOUR, "b", "x"))
+    write_merchant(table, b"m1", state)
+    assert hour_key(b"m1", T0 // HOUR) in table
+    state.add(
+        time_ms=T0 + DAY + HOUR,
+        transaction_id="c",
+        account_id="y",
+        max_events=10,
+        allowed_lateness_ms=HOUR,
+    )
+    write_merchant(table, b"m1", state)
+    assert set(table) == {b"m1"}  # both older hours left the 24 h horizon
+    assert [e[1] for e in read_merchant(table, b"m1", 10).events] == ["c"]
+
+
+def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_write():
+    # The form of a merchant's row before rows per hour: every event in one row.
+    events = [[T0, "a", "x"], [T0 + 2 * HOUR, "b", "y"], [T0 + 5 * HOUR, "c", "x"]]
+    table = {
+        b"m1": orjson.dumps({"events": events, "max_time_ms": T0 + 5 * HOUR, "late_events": 1})
+    }
+    state = read_merchant(table, b"m1", 100)
+    assert state.late_events == 1
+    assert state.windows(T0 + 5 * HOUR)["24h"] == {"count": 3, "distinct_accounts": 2}
+    state.add(
+        time_ms=T0 + 5 * HOUR + 1,
+        transaction_id="d",
+        account_id="z",
+        max_events=100,
+        allowed_lateness_ms=HOUR,
+    )
+    write_merchant(table, b"m1", state)
+    assert set(table) == {b"m1", hour_key(b"m1", T0 // HOUR), hour_key(b"m1", T0 // HOUR + 2)}
+    assert [e[1] for e in orjson.loads(table[b"m1"])["events"]] == ["c", "d"]
+    again = read_merchant(table, b"m1", 100)
+    assert again.events == state.events
+    assert again.windows(again.max_time_ms) == state.windows(state.max_time_ms)
+
+
+def test_the_cache_keeps_the_most_recently_used_merchants_within_its_event_bound():
+    cache = MerchantCache(max_events=3)
+    a, b, c = merchant((T0, "a1", "x"), (T0 + 1, "a2", "x")), merchant((T0, "b1", "x")), None
+    cache.put(b"a", a)
+    cache.put(b"b", b)
+    assert cache.get(b"a") is a  # a is now the most recently used
+    c = merchant((T0, "c1", "x"))
+    cache.put(b"c", c)  # 4 events: b, the least recently used, goes
+    assert (cache.get(b"b"), cache.get(b"a"), cache.get(b"c")) == (None, a, c)
+    assert cache.events == 3
+    cache.clear()
+    assert (len(cache), cache.events, cache.get(b"a")) == (0, 0, None)
+    off = MerchantCache(max_events=0)
+    off.put(b"a", a)
+    assert off.get(b"a") is None
+
+
 @settings(max_examples=200, deadline=None)
-@given(raw_steps=steps, max_events=st.sampled_from([3, 10_000]))
-def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events):
+@given(
+    raw_steps=steps,
+    max_events=st.sampled_from([3, 10_000]),
+    reload_every=st.sampled_from([1, 2, 5, 1000]),
+)
+def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, reload_every):
+    # Written after each event; read back from the rows every `reload_every`
+    # events, as a worker does after a restart or when the cache let it go.
     oracle = Oracle(max_events, HOUR)
+    table = rows_table()
     state = None
-    for time_ms, tx, _amount, account in _events(raw_steps):
-        applied = apply_merchant_event(
-            state,
+    for n, (time_ms, tx, _amount, account) in enumerate(_events(raw_steps)):
+        if state is None:
+            state = MerchantWindow(time_ms)
+        elif n % reload_every == 0:
+            state = read_merchant(table, b"m", max_events)
+        duplicate, late = state.add(
             time_ms=time_ms,
             transaction_id=tx,
             account_id=account,
             max_events=max_events,
             allowed_lateness_ms=HOUR,
         )
-        assert (applied.duplicate, applied.late) == oracle.apply((time_ms, tx, account))
-        state = applied.state
-        got = merchant_windows(state, time_ms)
-        for name, events in oracle.windows(time_ms, MERCHANT_WINDOWS_MS).items():
-            assert got[name] == {
-                "count": len(events),
-                "distinct_accounts": len({e[2] for e in events}),
-            }
+        assert (duplicate, late) == oracle.apply((time_ms, tx, account))
+        if not duplicate:
+            write_merchant(table, b"m", state)
+        assert state.events == oracle.retained()
+        assert state.late_events == oracle.late_events
+        for as_of in (time_ms, state.max_time_ms):
+            got = state.windows(as_of)
+            for name, events in oracle.windows(as_of, MERCHANT_WINDOWS_MS).items():
+                assert got[name] == {
+                    "count": len(events),
+                    "distinct_accounts": len({e[2] for e in events}),
+                }
+    if state is not None:
+        loaded = read_merchant(table, b"m", max_events)
+        assert (loaded.events, loaded.max_time_ms) == (oracle.retained(), oracle.max_time_ms)

@@ -8,6 +8,7 @@ table recovery).
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
@@ -34,7 +35,32 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a process about to be started on it.
+
+    Not one the kernel picks (binding port 0): those come from the range it
+    gives outgoing connections, and a client connecting somewhere between this
+    call and the server's bind can take it. Not one this process handed out
+    already either, whose server may not be up yet.
+    """
+    low, high = _ephemeral_ports()
+    ports = range(20_000, low) if low > 21_000 else range(high + 1, 65_535)
+    for _ in range(200):
+        port = random.choice(ports)
+        if port not in _handed_out and port_is_free(host, port):
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

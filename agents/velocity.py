@@ -38,7 +38,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     lateness_ms = settings.allowed_lateness_s * 1000
     ordered = settings.ordering == "event_time"
     relay = RelayedWatermarks(app, requests.get_topic_name(), by_merchant) if ordered else None
-    merchants = MerchantCache(settings.merchant_cache_events)
+    merchants = MerchantCache(settings.merchant_cache_mb * 1024**2)
     # Label lookups resolved once, not per event.
     late, published, scores, duplicates = (
         metrics.late_events.labels("velocity"),

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tables.merchant_windows import (
+    MERCHANT_BYTES,
     MerchantCache,
     MerchantWindow,
+    estimated_bytes,
     hour_key,
     read_merchant,
     write_merchant,
@@ -359,19 +361,23 @@ def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_
     assert again.windows(again.max_time_ms) == state.windows(state.max_time_ms)
 
 
-def test_the_cache_keeps_the_most_recently_used_merchants_within_its_event_bound():
-    cache = MerchantCache(max_events=3)
-    a, b, c = merchant((T0, "a1", "x"), (T0 + 1, "a2", "x")), merchant((T0, "b1", "x")), None
+def test_the_cache_keeps_the_most_recently_used_merchants_within_its_memory_bound():
+    a, b = merchant((T0, "a1", "x"), (T0 + 1, "a2", "x")), merchant((T0, "b1", "x"))
+    c = merchant((T0, "c1", "x"))
+    assert estimated_bytes(a) == estimated_bytes(b) + (estimated_bytes(b) - MERCHANT_BYTES)
+    cache = MerchantCache(max_bytes=estimated_bytes(a) + estimated_bytes(b))
     cache.put(b"a", a)
     cache.put(b"b", b)
     assert cache.get(b"a") is a  # a is now the most recently used
-    c = merchant((T0, "c1", "x"))
-    cache.put(b"c", c)  # 4 events: b, the least recently used, goes
+    cache.put(b"c", c)  # over the bound: b, the least recently used, goes
     assert (cache.get(b"b"), cache.get(b"a"), cache.get(b"c")) == (None, a, c)
-    assert cache.events == 3
+    assert cache.bytes == estimated_bytes(a) + estimated_bytes(c)
+    a.add(time_ms=T0 + 2, transaction_id="a3", account_id="y", max_events=9, allowed_lateness_ms=0)
+    cache.put(b"a", a)  # a grew: now c, the least recently used, goes
+    assert (len(cache), cache.get(b"c"), cache.bytes) == (1, None, estimated_bytes(a))
     cache.clear()
-    assert (len(cache), cache.events, cache.get(b"a")) == (0, 0, None)
-    off = MerchantCache(max_events=0)
+    assert (len(cache), cache.bytes, cache.get(b"a")) == (0, 0, None)
+    off = MerchantCache(max_bytes=0)
     off.put(b"a", a)
     assert off.get(b"a") is None
 

@@ -5,7 +5,6 @@ The agent-specific part is a pure `step(state, transaction) -> Step` function.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,8 +17,6 @@ from agents.results import agent_result
 from agents.steps import Step
 from apps.metrics import Metrics
 from tables.agents import AccountTables
-
-log = logging.getLogger(__name__)
 
 StepFn = Callable[[dict[str, Any] | None, Transaction], Step]
 
@@ -34,7 +31,6 @@ def register_account_agent(
 ) -> None:
     requests = app.topic(topics.requests_topic(agent))
     results = app.topic(topics.results_topic(agent))
-    requests_name = topics.requests_topic(agent)
     # Label lookups resolved once, not per event.
     late, published, scores, duplicates = (
         metrics.late_events.labels(agent),
@@ -48,8 +44,7 @@ def register_account_agent(
             try:
                 request, tx = parse_request(event.value)
             except Exception as exc:  # an internal topic, but never crash on input
-                metrics.invalid_internal.labels(requests_name).inc()
-                log.error("unreadable request at %s: %r", event.message.tp, exc)
+                metrics.unreadable(event.message, exc)
                 continue
             key, tx_key = tx.account_id.encode(), tx.transaction_id.encode()
             previous = tables.results.get(tx_key)

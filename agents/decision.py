@@ -123,8 +123,7 @@ def register(
                 body: dict[str, Any] = orjson.loads(event.value)
                 analysis_id: str = body["analysis_id"]
             except Exception as exc:  # an internal topic, but never crash on input
-                metrics.invalid_internal.labels(msg.topic).inc()
-                log.error("unreadable message at %s: %r", msg.tp, exc)
+                metrics.unreadable(msg, exc)
                 await acks.done(entry)
                 continue
             key = analysis_id.encode()

@@ -10,8 +10,6 @@ watermarks (agents/ordering.py); with ``arrival`` it scores each as it comes.
 
 from __future__ import annotations
 
-import logging
-
 import faust
 import orjson
 
@@ -26,8 +24,6 @@ from apps.settings import Settings
 from tables.agents import VelocityTables
 from tables.merchant_windows import MerchantCache, MerchantWindow, read_merchant, write_merchant
 from tables.windows import AccountVelocity, account_windows, apply_account_event
-
-log = logging.getLogger(__name__)
 
 
 def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics: Metrics) -> None:
@@ -47,17 +43,13 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         metrics.duplicates.labels("velocity"),
     )
 
-    def unreadable(event: faust.EventT, exc: Exception) -> None:
-        metrics.invalid_internal.labels(event.message.topic).inc()
-        log.error("unreadable message at %s: %r", event.message.tp, exc)
-
     @app.agent(requests, name="count_account_velocity")
     async def count_account_velocity(stream: faust.StreamT) -> None:
         async for event in stream.events():
             try:
                 request, tx = parse_request(event.value)
             except Exception as exc:
-                unreadable(event, exc)
+                metrics.unreadable(event.message, exc)
                 if relay is not None:  # skipped is processed: a marker may wait for it
                     await relay.processed(event.message.partition, event.message.offset)
                 continue
@@ -141,7 +133,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             forward["request"]["transaction"]["transaction_id"]
             forward["request"]["transaction"]["merchant_id"]
         except Exception as exc:
-            unreadable(event, exc)
+            metrics.unreadable(event.message, exc)
             return None
         return forward, time_ms
 
@@ -171,7 +163,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             try:
                 await relay.marker(event.message.partition, event.value)
             except (ValueError, KeyError, TypeError) as exc:
-                unreadable(event, exc)
+                metrics.unreadable(event.message, exc)
 
     @app.agent(by_merchant, name="score_velocity")
     async def score_merchant_velocity_in_order(stream: faust.StreamT) -> None:

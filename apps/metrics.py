@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -93,3 +97,8 @@ class Metrics:
                 "because it ran ahead of the others",
             ),
         )
+
+    def unreadable(self, message: Any, exc: Exception) -> None:
+        """An internal message that does not parse: counted and logged, then skipped."""
+        self.invalid_internal.labels(message.topic).inc()
+        log.error("unreadable message at %s: %r", message.tp, exc)

@@ -132,3 +132,23 @@ async def test_velocity_counts_the_account_then_the_merchant_and_scores_a_burst(
     assert {r["code"] for r in out["tx-3"][0]["reasons"]} >= {"VELOCITY_BURST_1M"}
     first, copy = out["tx-0"]
     assert copy | {"processed_at": None} == first | {"processed_at": None}
+
+
+def invalid_internal(app) -> dict[str, float]:
+    return {
+        s.labels.get("topic"): s.value
+        for m in app.prometheus_registry.collect()
+        for s in m.samples
+        if s.name == "riskstream_invalid_internal_messages_total"
+    }
+
+
+async def test_an_unreadable_request_is_counted_and_skipped_and_the_next_one_scored(settings):
+    app = profile.create_app(settings)
+    async with Harness(app, "score_profile") as h:
+        await h.put(b"{broken", b"acct-1")
+        await h.put(orjson.dumps({"analysis_id": "a-1"}), b"acct-1")  # no transaction
+        await h.put(request("tx-1", 0), b"acct-1")
+        await h.flush()
+    assert list(await results(settings, "profile", 1)) == ["tx-1"]
+    assert invalid_internal(app) == {topics.requests_topic("profile"): 2.0}

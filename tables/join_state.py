@@ -26,13 +26,6 @@ class Analysis:
         assert self.request is not None
         return requested_at_ms + int(self.request["deadline_ms"])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"analysis_id": self.analysis_id, "request": self.request, "results": self.results}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Analysis:
-        return cls(d["analysis_id"], d.get("request"), dict(d.get("results") or {}))
-
 
 def with_request(state: Analysis, request: dict[str, Any]) -> Analysis:
     """The first request wins: a redelivered copy has a later requested_at."""

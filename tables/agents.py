@@ -13,7 +13,7 @@ from apps.settings import Settings
 @dataclass(frozen=True)
 class VelocityTables:
     account_velocity: faust.Table  # account_id -> AccountVelocity
-    # merchant_id -> its newest hour and watermark; merchant_id + 0x1f + hour -> an
+    # merchant_id -> its newest hour and watermark; merchant_id + 0xff + hour -> an
     # older hour's events (tables/merchant_windows.py)
     merchant_velocity: faust.Table
     # transaction_id -> the AgentResult it got, in the merchant's partition (stage two)

@@ -36,7 +36,9 @@ import orjson
 from tables.windows import HORIZON_MS, MERCHANT_WINDOWS_MS
 
 HOUR_MS = 3_600_000
-SEPARATOR = b"\x1f"  # between the merchant id and the hour in an older hour's row key
+# Between the merchant id and the hour in an older hour's row key: a byte that no
+# UTF-8 text holds, so no merchant id (its own row's key) can be an hour's key.
+SEPARATOR = b"\xff"
 
 # (event_time_ms, transaction_id, account_id), sorted by time then id.
 Event = tuple[int, str, str]

@@ -7,6 +7,7 @@ import math
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -421,3 +422,10 @@ def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, relo
     if state is not None:
         loaded = read_merchant(table, b"m", max_events)
         assert (loaded.events, loaded.max_time_ms) == (oracle.retained(), oracle.max_time_ms)
+
+
+def test_no_merchant_id_is_the_key_of_another_merchants_hour():
+    # Merchant ids are any text: a control character in one must not reach the
+    # row of an older hour of another merchant.
+    with pytest.raises(UnicodeDecodeError):
+        hour_key(b"m-1", 491_234).decode("utf-8")

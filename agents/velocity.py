@@ -22,8 +22,9 @@ from agents.scoring import VelocityRules, score_velocity
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.agents import VelocityTables
-from tables.merchant_windows import MerchantCache, MerchantWindow, read_merchant, write_merchant
-from tables.windows import AccountVelocity, account_windows, apply_account_event
+from tables.hourly import WindowCache, read_rows, write_rows
+from tables.merchant_windows import MerchantWindow
+from tables.windows import AccountWindow
 
 
 def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics: Metrics) -> None:
@@ -34,7 +35,9 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     lateness_ms = settings.allowed_lateness_s * 1000
     ordered = settings.ordering == "event_time"
     relay = RelayedWatermarks(app, requests.get_topic_name(), by_merchant) if ordered else None
-    merchants = MerchantCache(settings.merchant_cache_mb * 1024**2)
+    # Windows kept parsed between transactions, per stage.
+    accounts = WindowCache(settings.window_cache_mb * 1024**2)
+    merchants = WindowCache(settings.window_cache_mb * 1024**2)
     # Label lookups resolved once, not per event.
     late, published, scores, duplicates = (
         metrics.late_events.labels("velocity"),
@@ -54,10 +57,14 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                     await relay.processed(event.message.partition, event.message.offset)
                 continue
             key, time_ms = tx.account_id.encode(), tx.event_time_ms
-            raw = tables.account_velocity.get(key)
-            before = AccountVelocity.from_dict(orjson.loads(raw)) if raw else None
-            applied = apply_account_event(
-                before,
+            state = accounts.get(key)
+            if state is None:
+                state = read_rows(
+                    AccountWindow, tables.account_velocity, key, settings.max_events_per_account
+                )
+            if state is None:
+                state = AccountWindow(time_ms)
+            duplicate, is_late = state.add(
                 time_ms=time_ms,
                 transaction_id=tx.transaction_id,
                 amount=tx.amount,
@@ -65,18 +72,19 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 max_events=settings.max_events_per_account,
                 allowed_lateness_ms=lateness_ms,
             )
-            if applied.duplicate:
+            if duplicate:
                 duplicates.inc()
             else:
-                tables.account_velocity[key] = orjson.dumps(applied.state.to_dict())
-            if applied.late:
+                write_rows(tables.account_velocity, key, state)
+            accounts.put(key, state)
+            if is_late:
                 late.inc()
             # A copy is forwarded too: stage two answers it with the result the
             # first one got (or, if that one never got that far, computes it).
             forward = {
                 "request": request,
-                "account_windows": account_windows(applied.state, time_ms),
-                "duplicate": applied.duplicate,
+                "account_windows": state.windows(time_ms),
+                "duplicate": duplicate,
             }
             await by_merchant.send(key=tx.merchant_id.encode(), value=orjson.dumps(forward))
             if relay is not None:
@@ -94,7 +102,9 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         key = tx["merchant_id"].encode()
         state = merchants.get(key)
         if state is None:
-            state = read_merchant(tables.merchant_velocity, key, settings.max_events_per_merchant)
+            state = read_rows(
+                MerchantWindow, tables.merchant_velocity, key, settings.max_events_per_merchant
+            )
         if state is None:
             state = MerchantWindow(time_ms)
         duplicate, _late = state.add(
@@ -105,7 +115,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             allowed_lateness_ms=lateness_ms,
         )
         if not duplicate:
-            write_merchant(tables.merchant_velocity, key, state)
+            write_rows(tables.merchant_velocity, key, state)
         merchants.put(key, state)
         scored = score_velocity(forward["account_windows"], state.windows(time_ms), rules)
         result = agent_result(
@@ -138,8 +148,10 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         return forward, time_ms
 
     @app.on_partitions_revoked.connect
-    async def forget_merchants(app: faust.App, revoked: set, **kwargs: object) -> None:
+    async def forget_windows(app: faust.App, revoked: set, **kwargs: object) -> None:
         # Their next owner changes the rows; what this worker keeps again is read anew.
+        if any(tp.topic == requests.get_topic_name() for tp in revoked):
+            accounts.clear()
         if any(tp.topic == topics.VELOCITY_BY_MERCHANT for tp in revoked):
             merchants.clear()
 

@@ -106,9 +106,9 @@ class Settings(BaseSettings):
     # --- Agent state bounds
     max_events_per_account: int = Field(2000, ge=10)
     max_events_per_merchant: int = Field(20000, ge=10)
-    # Memory for merchant windows kept parsed between transactions, estimated
-    # (0: read each merchant from its table rows every time).
-    merchant_cache_mb: int = Field(32, ge=0)
+    # Memory for the windows velocity keeps parsed between transactions, estimated,
+    # for each of its two stages (0: read each key from its table rows every time).
+    window_cache_mb: int = Field(16, ge=0)
     allowed_lateness_s: int = Field(300, ge=0)
     impossible_travel_kmh: float = Field(900.0, gt=0)
 

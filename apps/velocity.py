@@ -4,8 +4,8 @@ Consumes: agent.velocity.requests (key account_id),
           riskstream.velocity.by-merchant (its own second stage, key merchant_id),
           riskstream.velocity.watermarks (ordering=event_time only)
 Produces: agent.velocity.results (key analysis_id, value AgentResult)
-Tables:   account_velocity (account_id -> recent events),
-          merchant_velocity (merchant_id -> recent events, a row per event-time hour)
+Tables:   account_velocity (account_id -> recent events), merchant_velocity (merchant_id ->
+          recent events); both a row per event-time hour (tables/hourly.py)
 HTTP:     GET /accounts/{account_id}/velocity, GET /merchants/{merchant_id}/velocity
 Run:      riskstream worker velocity   (web port 6067 unless RISKSTREAM_WEB_PORT)
 """
@@ -13,7 +13,6 @@ Run:      riskstream worker velocity   (web port 6067 unless RISKSTREAM_WEB_PORT
 from __future__ import annotations
 
 import faust
-import orjson
 from faust.web import Request, Response, View
 
 from agents import velocity
@@ -23,16 +22,16 @@ from apps.metrics import Metrics
 from apps.settings import Settings, load_settings
 from apps.web import install_common_views, routed_lookup
 from tables.agents import declare_velocity
-from tables.merchant_windows import MerchantWindow, load_merchant
-from tables.windows import AccountVelocity, account_windows
+from tables.hourly import load_rows
+from tables.merchant_windows import MerchantWindow
+from tables.windows import AccountWindow
 
 
-def account_view(raw: bytes, account_id: str) -> dict:
-    state = AccountVelocity.from_dict(orjson.loads(raw))
+def account_view(state: AccountWindow, account_id: str) -> dict:
     return {
         "account_id": account_id,
         "as_of": ms_to_rfc3339(state.max_time_ms),
-        "windows": account_windows(state, state.max_time_ms),
+        "windows": state.windows(state.max_time_ms),
         "late_events": state.late_events,
     }
 
@@ -55,20 +54,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.page("/accounts/{account_id}/velocity")
     async def account_velocity(self: View, request: Request, account_id: str) -> Response:
+        def render(own: bytes) -> dict:
+            key, cap = account_id.encode(), settings.max_events_per_account
+            state = load_rows(AccountWindow, tables.account_velocity, key, own, cap)
+            return account_view(state, account_id)
+
         return await routed_lookup(
-            app,
-            request,
-            tables.account_velocity,
-            account_id,
-            lambda raw: account_view(raw, account_id),
-            "velocity state for account",
+            app, request, tables.account_velocity, account_id, render, "velocity state for account"
         )
 
     @app.page("/merchants/{merchant_id}/velocity")
     async def merchant_velocity(self: View, request: Request, merchant_id: str) -> Response:
         def render(own: bytes) -> dict:
             key, cap = merchant_id.encode(), settings.max_events_per_merchant
-            state = load_merchant(tables.merchant_velocity, key, own, cap)
+            state = load_rows(MerchantWindow, tables.merchant_velocity, key, own, cap)
             return merchant_view(state, merchant_id)
 
         return await routed_lookup(

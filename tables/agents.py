@@ -12,9 +12,9 @@ from apps.settings import Settings
 
 @dataclass(frozen=True)
 class VelocityTables:
-    account_velocity: faust.Table  # account_id -> AccountVelocity
-    # merchant_id -> its newest hour and watermark; merchant_id + 0xff + hour -> an
-    # older hour's events (tables/merchant_windows.py)
+    # account_id -> its newest hour and watermark; account_id + 0xff + hour -> an
+    # older hour's events (tables/hourly.py). merchant_velocity likewise by merchant_id.
+    account_velocity: faust.Table
     merchant_velocity: faust.Table
     # transaction_id -> the AgentResult it got, in the merchant's partition (stage two)
     results: faust.Table

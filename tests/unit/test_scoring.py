@@ -22,7 +22,7 @@ from agents.scoring import (
 from tables import profile_state
 from tables.geo_state import GeoObservation
 from tables.merchant_windows import MerchantWindow
-from tables.windows import account_windows, apply_account_event
+from tables.windows import AccountWindow
 
 T0 = int(datetime(2025, 1, 1, 14, 0, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
@@ -39,17 +39,16 @@ def codes(scored) -> list[str]:
 
 def velocity_of(events, *, merchant_accounts=()):
     """events: (minutes_before_T0, amount, merchant_id); scored as of T0."""
-    state = None
+    state = AccountWindow(T0 - events[0][0] * MIN)
     for i, (minutes, amount, merchant) in enumerate(events):
-        state = apply_account_event(
-            state,
+        state.add(
             time_ms=T0 - minutes * MIN,
             transaction_id=f"t{i}",
             amount=amount,
             merchant_id=merchant,
             max_events=1000,
             allowed_lateness_ms=HOUR,
-        ).state
+        )
     mstate = MerchantWindow(T0) if merchant_accounts else None
     for i, account in enumerate(merchant_accounts):
         mstate.add(
@@ -60,7 +59,7 @@ def velocity_of(events, *, merchant_accounts=()):
             allowed_lateness_ms=HOUR,
         )
     mwindows = mstate.windows(T0) if mstate else None
-    return score_velocity(account_windows(state, T0), mwindows, VelocityRules())
+    return score_velocity(state.windows(T0), mwindows, VelocityRules())
 
 
 def test_a_quiet_account_scores_zero_with_no_reasons():

@@ -1,9 +1,9 @@
-"""Exact event-time sliding windows: tables.windows."""
+"""Exact event-time sliding windows: tables.windows, tables.merchant_windows, tables.hourly."""
 
 from __future__ import annotations
 
-import copy
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -11,22 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tables.merchant_windows import (
-    MERCHANT_BYTES,
-    MerchantCache,
-    MerchantWindow,
+from tables.hourly import (
+    HORIZON_MS,
+    KEY_BYTES,
+    WindowCache,
     estimated_bytes,
     hour_key,
-    read_merchant,
-    write_merchant,
+    read_rows,
+    write_rows,
 )
-from tables.windows import (
-    ACCOUNT_WINDOWS_MS,
-    MERCHANT_WINDOWS_MS,
-    AccountVelocity,
-    account_windows,
-    apply_account_event,
-)
+from tables.merchant_windows import MerchantWindow
+from tables.windows import ACCOUNT_WINDOWS_MS, MERCHANT_WINDOWS_MS, AccountWindow
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -34,9 +29,17 @@ DAY = 86_400_000
 T0 = int(datetime(2001, 3, 4, 12, 0, tzinfo=UTC).timestamp() * 1000)  # far from today
 
 
+@dataclass
+class Added:
+    state: AccountWindow
+    duplicate: bool
+    late: bool
+
+
 def add(state, time_ms, tx, amount=10.0, merchant="m1", *, max_events=1000, lateness_ms=HOUR):
-    return apply_account_event(
-        state,
+    """Add to an account's window (a new one if None); the state and what add said."""
+    state = AccountWindow(time_ms) if state is None else state
+    duplicate, late = state.add(
         time_ms=time_ms,
         transaction_id=tx,
         amount=amount,
@@ -44,9 +47,14 @@ def add(state, time_ms, tx, amount=10.0, merchant="m1", *, max_events=1000, late
         max_events=max_events,
         allowed_lateness_ms=lateness_ms,
     )
+    return Added(state, duplicate, late)
 
 
-def build(*events, **kwargs) -> AccountVelocity:
+def test_the_horizon_is_the_widest_window():
+    assert max(*ACCOUNT_WINDOWS_MS.values(), *MERCHANT_WINDOWS_MS.values()) == HORIZON_MS
+
+
+def build(*events, **kwargs) -> AccountWindow:
     state = None
     for event in events:
         state = add(state, *event, **kwargs).state
@@ -55,7 +63,7 @@ def build(*events, **kwargs) -> AccountVelocity:
 
 def test_a_window_counts_events_after_its_start_and_up_to_as_of():
     state = build((T0 - MIN, "edge"), (T0 - MIN + 1, "inside"), (T0, "now"), (T0 + 1, "future"))
-    w = account_windows(state, T0)
+    w = state.windows(T0)
     assert w["1m"]["count"] == 2  # "edge" is exactly one minute old: out; "future": out
     assert w["10m"]["count"] == 3
 
@@ -66,7 +74,7 @@ def test_windows_report_count_sum_max_and_distinct_merchants():
         (T0 - 5 * MIN, "b", 20.5, "m2"),
         (T0, "c", 30.0, "m2"),
     )
-    w = account_windows(state, T0)
+    w = state.windows(T0)
     assert list(w) == ["1m", "10m", "1h", "24h"]
     assert w["1m"] == {"count": 1, "sum": 30.0, "max": 30.0, "distinct_merchants": 1}
     assert w["10m"] == {"count": 2, "sum": 50.5, "max": 30.0, "distinct_merchants": 1}
@@ -75,12 +83,12 @@ def test_windows_report_count_sum_max_and_distinct_merchants():
 
 def test_window_sums_are_rounded_to_cents():
     state = build((T0 - 1, "a", 0.1), (T0, "b", 0.2))
-    assert account_windows(state, T0)["1m"]["sum"] == 0.3
+    assert state.windows(T0)["1m"]["sum"] == 0.3
 
 
 def test_an_empty_window_has_zero_count_sum_and_max():
     state = build((T0 - 2 * HOUR, "a"))
-    assert account_windows(state, T0)["1h"] == {
+    assert state.windows(T0)["1h"] == {
         "count": 0,
         "sum": 0.0,
         "max": 0.0,
@@ -90,11 +98,11 @@ def test_an_empty_window_has_zero_count_sum_and_max():
 
 def test_a_duplicate_transaction_changes_nothing():
     state = build((T0, "a", 10.0), (T0 + MIN, "b", 20.0))
-    before = state.to_dict()
+    before = (list(state.events), state.max_time_ms, state.late_events)
     applied = add(state, T0 + 2 * MIN, "a", 999.0, "elsewhere")
     assert applied.duplicate and not applied.late
-    assert applied.state.to_dict() == before
-    assert account_windows(applied.state, T0 + 2 * MIN)["10m"]["count"] == 2
+    assert (applied.state.events, applied.state.max_time_ms, applied.state.late_events) == before
+    assert applied.state.windows(T0 + 2 * MIN)["10m"]["count"] == 2
 
 
 def test_an_out_of_order_event_is_inserted_in_time_order():
@@ -105,7 +113,7 @@ def test_an_out_of_order_event_is_inserted_in_time_order():
 
 def test_windows_as_of_an_earlier_time_do_not_see_later_events():
     state = build((T0, "a"), (T0 + 30 * MIN, "b"))
-    assert account_windows(state, T0)["1h"]["count"] == 1
+    assert state.windows(T0)["1h"]["count"] == 1
 
 
 def test_an_event_beyond_the_allowed_lateness_is_flagged_late_but_still_counted():
@@ -113,7 +121,7 @@ def test_an_event_beyond_the_allowed_lateness_is_flagged_late_but_still_counted(
     applied = add(state, T0 - 2 * HOUR, "old", lateness_ms=HOUR)
     assert applied.late and not applied.duplicate
     assert applied.state.late_events == 1
-    assert account_windows(applied.state, T0)["24h"]["count"] == 2
+    assert applied.state.windows(T0)["24h"]["count"] == 2
 
 
 def test_an_event_within_the_allowed_lateness_is_not_late():
@@ -147,18 +155,12 @@ def test_max_events_keeps_only_the_newest_events():
     assert [e[1] for e in state.events] == ["t7", "t8", "t9"]
 
 
-def test_applying_an_event_never_mutates_the_input_state():
-    state = build((T0, "a"), (T0 + MIN, "b"))
-    snapshot = copy.deepcopy(state)
-    add(state, T0 + 30_000, "c")
-    add(state, T0 + DAY + 1, "d")
-    assert state == snapshot
-
-
-def test_account_state_round_trips_through_orjson_and_keeps_working():
+def test_account_state_round_trips_through_its_rows_and_keeps_working():
     state = build((T0, "a", 12.5, "m1"), (T0 + MIN, "b", 7.25, "m2"), (T0 - HOUR * 2, "c"))
-    restored = AccountVelocity.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
-    assert restored == state
+    table: dict[bytes, bytes] = {}
+    write_rows(table, b"acct-1", state)
+    restored = read_rows(AccountWindow, table, b"acct-1", 1000)
+    assert (restored.events, restored.max_time_ms) == (state.events, state.max_time_ms)
     # Restored events must still sort against new ones (tuples, not lists).
     restored = add(restored, T0 + 30_000, "d").state
     assert [e[1] for e in restored.events] == ["c", "a", "d", "b"]
@@ -231,20 +233,29 @@ def _events(raw_steps):
     raw_steps=steps,
     max_events=st.sampled_from([3, 10, 10_000]),
     lateness_ms=st.sampled_from([0, 10 * MIN, 6 * HOUR]),
+    reload_every=st.sampled_from([1, 3, 1000]),
 )
-def test_account_windows_match_a_brute_force_oracle(raw_steps, max_events, lateness_ms):
+def test_account_windows_match_a_brute_force_oracle(
+    raw_steps, max_events, lateness_ms, reload_every
+):
+    # Written after each event; read back from the rows every `reload_every` events.
     oracle = Oracle(max_events, lateness_ms)
+    table: dict[bytes, bytes] = {}
     state = None
-    for time_ms, tx, amount, merchant in _events(raw_steps):
+    for n, (time_ms, tx, amount, merchant) in enumerate(_events(raw_steps)):
+        if state is not None and n % reload_every == 0:
+            state = read_rows(AccountWindow, table, b"a", max_events)
         applied = add(
             state, time_ms, tx, amount, merchant, max_events=max_events, lateness_ms=lateness_ms
         )
         assert (applied.duplicate, applied.late) == oracle.apply((time_ms, tx, amount, merchant))
         state = applied.state
+        if not applied.duplicate:
+            write_rows(table, b"a", state)
         assert state.events == oracle.retained()
         assert state.late_events == oracle.late_events
         for as_of in (time_ms, state.max_time_ms):
-            got = account_windows(state, as_of)
+            got = state.windows(as_of)
             for name, events in oracle.windows(as_of, ACCOUNT_WINDOWS_MS).items():
                 assert got[name]["count"] == len(events)
                 assert math.isclose(
@@ -311,7 +322,7 @@ def test_a_busy_merchant_writes_one_hour_not_the_day():
             max_events=20_000,
             allowed_lateness_ms=HOUR,
         )
-        written = write_merchant(table, b"m1", state)
+        written = write_rows(table, b"m1", state)
     whole_day = sum(len(v) for v in table.values())
     assert written < whole_day / 20
     # Every hour but the newest is a row of its own, and the own row names them.
@@ -324,7 +335,7 @@ def test_a_busy_merchant_writes_one_hour_not_the_day():
 def test_hour_rows_leave_with_their_last_event():
     table = rows_table()
     state = merchant((T0, "a", "x"), (T0 + HOUR, "b", "x"))
-    write_merchant(table, b"m1", state)
+    write_rows(table, b"m1", state)
     assert hour_key(b"m1", T0 // HOUR) in table
     state.add(
         time_ms=T0 + DAY + HOUR,
@@ -333,9 +344,9 @@ def test_hour_rows_leave_with_their_last_event():
         max_events=10,
         allowed_lateness_ms=HOUR,
     )
-    write_merchant(table, b"m1", state)
+    write_rows(table, b"m1", state)
     assert set(table) == {b"m1"}  # both older hours left the 24 h horizon
-    assert [e[1] for e in read_merchant(table, b"m1", 10).events] == ["c"]
+    assert [e[1] for e in read_rows(MerchantWindow, table, b"m1", 10).events] == ["c"]
 
 
 def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_write():
@@ -344,7 +355,7 @@ def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_
     table = {
         b"m1": orjson.dumps({"events": events, "max_time_ms": T0 + 5 * HOUR, "late_events": 1})
     }
-    state = read_merchant(table, b"m1", 100)
+    state = read_rows(MerchantWindow, table, b"m1", 100)
     assert state.late_events == 1
     assert state.windows(T0 + 5 * HOUR)["24h"] == {"count": 3, "distinct_accounts": 2}
     state.add(
@@ -354,10 +365,10 @@ def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_
         max_events=100,
         allowed_lateness_ms=HOUR,
     )
-    write_merchant(table, b"m1", state)
+    write_rows(table, b"m1", state)
     assert set(table) == {b"m1", hour_key(b"m1", T0 // HOUR), hour_key(b"m1", T0 // HOUR + 2)}
     assert [e[1] for e in orjson.loads(table[b"m1"])["events"]] == ["c", "d"]
-    again = read_merchant(table, b"m1", 100)
+    again = read_rows(MerchantWindow, table, b"m1", 100)
     assert again.events == state.events
     assert again.windows(again.max_time_ms) == state.windows(state.max_time_ms)
 
@@ -365,8 +376,8 @@ def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_
 def test_the_cache_keeps_the_most_recently_used_merchants_within_its_memory_bound():
     a, b = merchant((T0, "a1", "x"), (T0 + 1, "a2", "x")), merchant((T0, "b1", "x"))
     c = merchant((T0, "c1", "x"))
-    assert estimated_bytes(a) == estimated_bytes(b) + (estimated_bytes(b) - MERCHANT_BYTES)
-    cache = MerchantCache(max_bytes=estimated_bytes(a) + estimated_bytes(b))
+    assert estimated_bytes(a) == estimated_bytes(b) + (estimated_bytes(b) - KEY_BYTES)
+    cache = WindowCache(max_bytes=estimated_bytes(a) + estimated_bytes(b))
     cache.put(b"a", a)
     cache.put(b"b", b)
     assert cache.get(b"a") is a  # a is now the most recently used
@@ -378,7 +389,7 @@ def test_the_cache_keeps_the_most_recently_used_merchants_within_its_memory_boun
     assert (len(cache), cache.get(b"c"), cache.bytes) == (1, None, estimated_bytes(a))
     cache.clear()
     assert (len(cache), cache.bytes, cache.get(b"a")) == (0, 0, None)
-    off = MerchantCache(max_bytes=0)
+    off = WindowCache(max_bytes=0)
     off.put(b"a", a)
     assert off.get(b"a") is None
 
@@ -399,7 +410,7 @@ def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, relo
         if state is None:
             state = MerchantWindow(time_ms)
         elif n % reload_every == 0:
-            state = read_merchant(table, b"m", max_events)
+            state = read_rows(MerchantWindow, table, b"m", max_events)
         duplicate, late = state.add(
             time_ms=time_ms,
             transaction_id=tx,
@@ -409,7 +420,7 @@ def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, relo
         )
         assert (duplicate, late) == oracle.apply((time_ms, tx, account))
         if not duplicate:
-            write_merchant(table, b"m", state)
+            write_rows(table, b"m", state)
         assert state.events == oracle.retained()
         assert state.late_events == oracle.late_events
         for as_of in (time_ms, state.max_time_ms):
@@ -420,7 +431,7 @@ def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, relo
                     "distinct_accounts": len({e[2] for e in events}),
                 }
     if state is not None:
-        loaded = read_merchant(table, b"m", max_events)
+        loaded = read_rows(MerchantWindow, table, b"m", max_events)
         assert (loaded.events, loaded.max_time_ms) == (oracle.retained(), oracle.max_time_ms)
 
 

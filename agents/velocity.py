@@ -22,7 +22,7 @@ from agents.scoring import VelocityRules, score_velocity
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.agents import VelocityTables
-from tables.hourly import WindowCache, read_rows, write_rows
+from tables.hourly import WindowCache, write_rows
 from tables.merchant_windows import MerchantWindow
 from tables.windows import AccountWindow
 
@@ -57,13 +57,13 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                     await relay.processed(event.message.partition, event.message.offset)
                 continue
             key, time_ms = tx.account_id.encode(), tx.event_time_ms
-            state = accounts.get(key)
-            if state is None:
-                state = read_rows(
-                    AccountWindow, tables.account_velocity, key, settings.max_events_per_account
-                )
-            if state is None:
-                state = AccountWindow(time_ms)
+            state = accounts.load(
+                AccountWindow,
+                tables.account_velocity,
+                key,
+                max_events=settings.max_events_per_account,
+                now_ms=time_ms,
+            )
             duplicate, is_late = state.add(
                 time_ms=time_ms,
                 transaction_id=tx.transaction_id,
@@ -100,13 +100,13 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             await results.send(key=analysis_key, value=previous)
             return
         key = tx["merchant_id"].encode()
-        state = merchants.get(key)
-        if state is None:
-            state = read_rows(
-                MerchantWindow, tables.merchant_velocity, key, settings.max_events_per_merchant
-            )
-        if state is None:
-            state = MerchantWindow(time_ms)
+        state = merchants.load(
+            MerchantWindow,
+            tables.merchant_velocity,
+            key,
+            max_events=settings.max_events_per_merchant,
+            now_ms=time_ms,
+        )
         duplicate, _late = state.add(
             time_ms=time_ms,
             transaction_id=tx["transaction_id"],

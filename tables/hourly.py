@@ -227,6 +227,21 @@ class WindowCache:
             self._states.move_to_end(key)
         return state
 
+    def load(
+        self,
+        cls: type[H],
+        table: Mapping[bytes, bytes],
+        key: bytes,
+        *,
+        max_events: int,
+        now_ms: int,
+    ) -> H:
+        """The key's state: kept here, else read from its rows, else new at ``now_ms``."""
+        state = self.get(key)
+        if state is None:
+            state = read_rows(cls, table, key, max_events)
+        return cls(now_ms) if state is None else state
+
     def put(self, key: bytes, state: HourlyEvents) -> None:
         size = estimated_bytes(state)
         self.bytes += size - self._sizes.get(key, 0)

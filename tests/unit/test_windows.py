@@ -440,3 +440,17 @@ def test_no_merchant_id_is_the_key_of_another_merchants_hour():
     # row of an older hour of another merchant.
     with pytest.raises(UnicodeDecodeError):
         hour_key(b"m-1", 491_234).decode("utf-8")
+
+
+def test_the_cache_loads_a_key_kept_else_from_its_rows_else_new():
+    table: dict[bytes, bytes] = {}
+    stored = merchant((T0, "a", "x"))
+    write_rows(table, b"m1", stored)
+    cache = WindowCache(max_bytes=10**6)
+    kwargs = {"max_events": 100, "now_ms": T0 + 5}
+    from_rows = cache.load(MerchantWindow, table, b"m1", **kwargs)
+    assert from_rows is not stored and from_rows.events == stored.events
+    cache.put(b"m1", from_rows)
+    assert cache.load(MerchantWindow, table, b"m1", **kwargs) is from_rows
+    new = cache.load(MerchantWindow, table, b"m2", **kwargs)
+    assert (new.events, new.max_time_ms) == ([], T0 + 5)

@@ -7,7 +7,9 @@ import orjson
 from agents import topics
 from agents.contracts import Transaction
 from agents.fanout import fan_out
+from agents.ordering import MARKER
 from apps import geo, profile, velocity
+from tables.windows import AccountWindow
 from tests.agents.conftest import Harness
 from tests.kafka_helpers import read_topic
 
@@ -152,3 +154,31 @@ async def test_an_unreadable_request_is_counted_and_skipped_and_the_next_one_sco
         await h.flush()
     assert list(await results(settings, "profile", 1)) == ["tx-1"]
     assert invalid_internal(app) == {topics.requests_topic("profile"): 2.0}
+
+
+async def test_in_event_time_order_the_merchant_stage_scores_behind_the_watermark(settings):
+    # Three transactions at one merchant arrive out of order (minute 2, 0, 1). Held
+    # until a watermark passes them, they are counted in event-time order.
+    ordered = settings.model_copy(update={"ordering": "event_time"})
+    app = velocity.create_app(ordered)
+    t0_ms = 1735689600 * 1000
+    async with Harness(app, "score_velocity") as h:
+        for minute in (2, 0, 1):
+            req = orjson.loads(request(f"tx-{minute}", minute, account=f"acct-{minute}"))
+            windows = AccountWindow(t0_ms).windows(t0_ms)  # empty: the account part is not tested
+            forward = {"request": req, "account_windows": windows, "duplicate": False}
+            await h.put(orjson.dumps(forward), b"m-1", topic=topics.VELOCITY_BY_MERCHANT)
+        assert gauge(app, "riskstream_held_transactions") == 3.0
+        marker = {MARKER: {"sender": 0, "senders": 1, "time_ms": t0_ms + 10 * 60_000}}
+        await h.put(orjson.dumps(marker), b"m-1", topic=topics.VELOCITY_BY_MERCHANT)
+        await h.flush()
+        assert gauge(app, "riskstream_held_transactions") == 0.0
+    out = await results(settings, "velocity", 3)
+    counts = {tx: r[0]["features"]["merchant_count_1h"] for tx, r in out.items()}
+    assert counts == {"tx-0": 1, "tx-1": 2, "tx-2": 3}
+
+
+def gauge(app, name: str) -> float:
+    return next(
+        s.value for m in app.prometheus_registry.collect() for s in m.samples if s.name == name
+    )

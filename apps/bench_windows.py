@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tables.hourly import HourlyEvents, read_rows, write_rows
@@ -29,81 +31,69 @@ DAY_MS = 86_400_000
 T0 = 1_700_000_000_000
 LATE_MS = 600_000
 LATENESS_MS = 300_000
-# kind -> (sizes, the default RISKSTREAM_MAX_EVENTS_PER_*)
-KINDS: dict[str, tuple[tuple[int, ...], int]] = {
-    "merchant": ((100, 1_000, 5_000, 20_000), 20_000),
-    "account": ((100, 500, 2_000), 2_000),
+
+
+@dataclass(frozen=True)
+class Kind:
+    cls: type[HourlyEvents]
+    sizes: tuple[int, ...]
+    cap: int  # the default RISKSTREAM_MAX_EVENTS_PER_*
+    event: Callable[[int, str, str], tuple]  # (time, transaction id, the other id) -> event
+
+
+KINDS = {
+    "merchant": Kind(
+        MerchantWindow, (100, 1_000, 5_000, 20_000), 20_000, lambda t, i, o: (t, i, o)
+    ),
+    "account": Kind(AccountWindow, (100, 500, 2_000), 2_000, lambda t, i, o: (t, i, 12.5, o)),
 }
 
 
-def _add(state: HourlyEvents, time_ms: int, tx: str, other: str, cap: int) -> None:
-    if isinstance(state, MerchantWindow):
-        state.add(
-            time_ms=time_ms,
-            transaction_id=tx,
-            account_id=other,
-            max_events=cap,
-            allowed_lateness_ms=LATENESS_MS,
-        )
-    else:
-        assert isinstance(state, AccountWindow)
-        state.add(
-            time_ms=time_ms,
-            transaction_id=tx,
-            amount=12.5,
-            merchant_id=other,
-            max_events=cap,
-            allowed_lateness_ms=LATENESS_MS,
-        )
-
-
-def _cls(kind: str) -> type[HourlyEvents]:
-    return MerchantWindow if kind == "merchant" else AccountWindow
-
-
-def _filled(kind: str, n: int, cap: int) -> tuple[dict[bytes, bytes], HourlyEvents, int]:
-    table: dict[bytes, bytes] = {}
-    step = DAY_MS // n
-    state = _cls(kind)(T0)
-    for i in range(n):
-        _add(state, T0 + i * step, f"fill-{i:06d}", f"other-{i % max(1, n // 4)}", cap)
-    write_rows(table, b"k", state)
-    return table, state, step
-
-
-def _one(state: HourlyEvents, table: dict, time_ms: int, tx: str, cap: int) -> int:
-    _add(state, time_ms, tx, f"other-{tx}", cap)
+def _one(kind: Kind, state: HourlyEvents, table: dict, time_ms: int, tx: str) -> int:
+    event = kind.event(time_ms, tx, f"other-{tx}")  # each by a new account, at a new merchant
+    state.add_event(event, max_events=kind.cap, allowed_lateness_ms=LATENESS_MS)
     written = write_rows(table, b"k", state)
     state.windows(time_ms)
     return written
 
 
-def measure(kind: str, n: int, cap: int) -> dict[str, Any]:
+def _filled(kind: Kind, n: int) -> tuple[dict[bytes, bytes], HourlyEvents, int]:
+    table: dict[bytes, bytes] = {}
+    step = DAY_MS // n
+    state = kind.cls(T0)
+    for i in range(n):
+        event = kind.event(T0 + i * step, f"fill-{i:06d}", f"other-{i % max(1, n // 4)}")
+        state.add_event(event, max_events=kind.cap, allowed_lateness_ms=LATENESS_MS)
+    write_rows(table, b"k", state)
+    return table, state, step
+
+
+def measure(kind: Kind, n: int) -> dict[str, Any]:
     """Per-transaction CPU µs and bytes written at a key holding ``n`` events."""
     out: dict[str, Any] = {"events": n}
     for mode in ("kept", "from rows"):
         transactions = 1000 if mode == "kept" else max(20, min(200, 200_000 // n))
         for order in ("in order", "late"):
-            table, state, step = _filled(kind, n, cap)
+            table, state, step = _filled(kind, n)
+            out.setdefault("stored_bytes", sum(len(v) for v in table.values()))
             written, cpu_s = 0, 0.0
             for i in range(transactions):
                 time_ms = state.max_time_ms + step
                 if order == "late":
                     # The window slides on (not timed), and this one comes 10 min late.
-                    _one(state, table, time_ms, f"on-{i:06d}", cap)
+                    _one(kind, state, table, time_ms, f"on-{i:06d}")
                     time_ms -= LATE_MS
                 started = time.process_time()
                 if mode == "from rows":
-                    loaded = read_rows(_cls(kind), table, b"k", cap)
+                    loaded = read_rows(kind.cls, table, b"k", kind.cap)
                     assert loaded is not None
                     state = loaded
-                written += _one(state, table, time_ms, f"tx-{i:06d}", cap)
+                written += _one(kind, state, table, time_ms, f"tx-{i:06d}")
                 cpu_s += time.process_time() - started
             out[f"{mode}, {order}"] = {
                 "cpu_us": round(cpu_s / transactions * 1e6, 1),
                 "bytes": round(written / transactions),
             }
-    out["stored_bytes"] = sum(len(v) for v in _filled(kind, n, cap)[0].values())
     return out
 
 
@@ -114,10 +104,10 @@ def run_windows_bench(json_path: Any = None) -> int:
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     report: dict[str, list[dict[str, Any]]] = {}
-    for kind, (sizes, cap) in KINDS.items():
-        rows = report[f"{kind}_windows"] = [measure(kind, n, cap) for n in sizes]
-        article = "an" if kind[0] in "aeiou" else "a"
-        table = Table(title=f"one transaction at {article} {kind}: CPU µs / bytes written")
+    for name, kind in KINDS.items():
+        rows = report[f"{name}_windows"] = [measure(kind, n) for n in kind.sizes]
+        article = "an" if name[0] in "aeiou" else "a"
+        table = Table(title=f"one transaction at {article} {name}: CPU µs / bytes written")
         table.add_column("events in 24 h", justify="right")
         columns = [k for k in rows[0] if k not in ("events", "stored_bytes")]
         for name in columns:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
 
@@ -38,6 +38,10 @@ HORIZON_MS = 24 * HOUR_MS  # nothing older than the widest window is ever counte
 # Between the key and the hour in an older hour's row key: a byte that no UTF-8
 # text holds, so no id (an own row's key) can be an hour's key.
 SEPARATOR = b"\xff"
+# A key keeps every event in its own row up to SPLIT_ABOVE events, and again
+# once it is down to INLINE_AT_MOST (see HourlyEvents.rows).
+SPLIT_ABOVE = 64
+INLINE_AT_MOST = 32
 
 
 def event_time(item: tuple) -> int:
@@ -60,7 +64,19 @@ class HourlyEvents:
     and ``_reindex``.
     """
 
-    __slots__ = ("events", "max_time_ms", "late_events", "stored_hours", "dirty_hours", "_ids")
+    __slots__ = (
+        "events",
+        "max_time_ms",
+        "late_events",
+        "stored_hours",
+        "dirty_hours",
+        "inline",
+        "_ids",
+    )
+
+    # Where a key's older hours move to rows of their own and back (see rows()).
+    split_above: ClassVar[int] = SPLIT_ABOVE
+    inline_at_most: ClassVar[int] = INLINE_AT_MOST
 
     def __init__(self, max_time_ms: int, late_events: int = 0) -> None:
         self.events: list[tuple] = []
@@ -68,6 +84,8 @@ class HourlyEvents:
         self.late_events = late_events
         self.stored_hours: set[int] = set()  # older hours that have a row of their own
         self.dirty_hours: set[int] = set()  # older hours whose row must be rewritten
+        # Every event is in the own row (a small key, or a row of the one-row version).
+        self.inline = False
         self._ids: set[str] = set()
 
     def __len__(self) -> int:
@@ -119,13 +137,31 @@ class HourlyEvents:
     def rows(self, key: bytes) -> tuple[dict[bytes, bytes | None], bytes]:
         """What to write after ``add_event``: ({older hour key: row, or None to delete}, own row).
 
+        A small key keeps all its events in its own row: one row written per
+        transaction, where rows of their own would cost a second write when
+        the hour moves on and a third when it leaves the horizon. Above
+        ``split_above`` events its older hours get rows of their own; at
+        ``inline_at_most`` or fewer they come back (apart, so that a key near
+        one size does not move its rows back and forth).
+
         Clears the dirty set: call it once per change, and write what it returns.
         """
+        writes: dict[bytes, bytes | None] = {}
+        size = len(self.events)
+        if size <= self.inline_at_most or (self.inline and size <= self.split_above):
+            for hour in sorted(self.stored_hours):
+                writes[hour_key(key, hour)] = None
+            self.stored_hours.clear()
+            self.dirty_hours.clear()
+            self.inline = True
+            return writes, self._own_row(self.events)
         head_hour = hour_of(self.max_time_ms)
+        if self.inline:  # every older hour needs its row now
+            self.dirty_hours.update(hour_of(e[0]) for e in self.events)
+            self.inline = False
         first_hour = hour_of(self.events[0][0]) if self.events else head_hour
         # Hours whose every event left the horizon or the cap lose their row.
         gone = {h for h in self.stored_hours if h < first_hour}
-        writes: dict[bytes, bytes | None] = {}
         for hour in sorted(self.dirty_hours | gone):
             if hour == head_hour:
                 continue
@@ -137,13 +173,16 @@ class HourlyEvents:
                 writes[hour_key(key, hour)] = None
                 self.stored_hours.discard(hour)
         self.dirty_hours.clear()
+        return writes, self._own_row(self._hour(head_hour))
+
+    def _own_row(self, events: list[tuple]) -> bytes:
         own = {
-            "events": self._hour(head_hour),
+            "events": events,
             "max_time_ms": self.max_time_ms,
             "late_events": self.late_events,
             "hours": sorted(self.stored_hours),
         }
-        return writes, orjson.dumps(own)
+        return orjson.dumps(own)
 
     @classmethod
     def load(
@@ -167,7 +206,7 @@ class HourlyEvents:
             event = cls.row_event(row)
             found[event[1]] = event
             if hour_of(event[0]) != head_hour:
-                state.dirty_hours.add(hour_of(event[0]))
+                state.inline = True
         events = sorted(found.values())
         start = bisect_right(events, state.max_time_ms - HORIZON_MS, key=event_time)
         state.events = events[max(start, len(events) - max_events) :]
@@ -288,3 +327,51 @@ def write_rows(table: MutableMapping[bytes, bytes], key: bytes, state: HourlyEve
             written += len(row)
     table[key] = own
     return written
+
+
+class BatchWrites(Generic[H]):
+    """The keys one batch of transactions changed: read from here first, written once at its end.
+
+    A key with several transactions in a batch is written (and sent to the
+    changelog) once, with every change since its last write. ``token`` is what
+    the caller needs to write a key (the event it came with); ``flush`` hands it
+    to ``before_write`` first. Written states go into the cache only after
+    their rows are written, so the cache never lets go of unwritten changes.
+    """
+
+    def __init__(
+        self,
+        cls: type[H],
+        cache: WindowCache,
+        table: MutableMapping[bytes, bytes],
+        max_events: int,
+    ) -> None:
+        self.cls = cls
+        self.cache = cache
+        self.table = table
+        self.max_events = max_events
+        self._changed: dict[bytes, tuple[H, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._changed)
+
+    def load(self, key: bytes, now_ms: int) -> H:
+        held = self._changed.get(key)
+        if held is not None:
+            return held[0]
+        return self.cache.load(self.cls, self.table, key, max_events=self.max_events, now_ms=now_ms)
+
+    def changed(self, key: bytes, state: H, token: Any) -> None:
+        self._changed[key] = (state, token)
+
+    def kept(self, key: bytes, state: H) -> None:
+        """A key loaded and left as it was (a duplicate): kept in the cache."""
+        if key not in self._changed:
+            self.cache.put(key, state)
+
+    def flush(self, before_write: Callable[[Any], None]) -> None:
+        changed, self._changed = self._changed, {}
+        for key, (state, token) in changed.items():
+            before_write(token)
+            write_rows(self.table, key, state)
+            self.cache.put(key, state)

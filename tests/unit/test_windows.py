@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tables.hourly import (
     HORIZON_MS,
     KEY_BYTES,
+    BatchWrites,
     WindowCache,
     estimated_bytes,
     hour_key,
@@ -29,6 +30,20 @@ DAY = 86_400_000
 T0 = int(datetime(2001, 3, 4, 12, 0, tzinfo=UTC).timestamp() * 1000)  # far from today
 
 
+class EarlySplitAccount(AccountWindow):
+    """Older hours in rows of their own from a few events on, so small tests reach them."""
+
+    split_above, inline_at_most = 4, 2
+
+
+class EarlySplitMerchant(MerchantWindow):
+    split_above, inline_at_most = 4, 2
+
+
+class SplitMerchant(MerchantWindow):
+    split_above, inline_at_most = 0, 0
+
+
 @dataclass
 class Added:
     state: AccountWindow
@@ -36,9 +51,19 @@ class Added:
     late: bool
 
 
-def add(state, time_ms, tx, amount=10.0, merchant="m1", *, max_events=1000, lateness_ms=HOUR):
+def add(
+    state,
+    time_ms,
+    tx,
+    amount=10.0,
+    merchant="m1",
+    *,
+    max_events=1000,
+    lateness_ms=HOUR,
+    cls=AccountWindow,
+):
     """Add to an account's window (a new one if None); the state and what add said."""
-    state = AccountWindow(time_ms) if state is None else state
+    state = cls(time_ms) if state is None else state
     duplicate, late = state.add(
         time_ms=time_ms,
         transaction_id=tx,
@@ -234,9 +259,10 @@ def _events(raw_steps):
     max_events=st.sampled_from([3, 10, 10_000]),
     lateness_ms=st.sampled_from([0, 10 * MIN, 6 * HOUR]),
     reload_every=st.sampled_from([1, 3, 1000]),
+    cls=st.sampled_from([AccountWindow, EarlySplitAccount]),
 )
 def test_account_windows_match_a_brute_force_oracle(
-    raw_steps, max_events, lateness_ms, reload_every
+    raw_steps, max_events, lateness_ms, reload_every, cls
 ):
     # Written after each event; read back from the rows every `reload_every` events.
     oracle = Oracle(max_events, lateness_ms)
@@ -244,9 +270,16 @@ def test_account_windows_match_a_brute_force_oracle(
     state = None
     for n, (time_ms, tx, amount, merchant) in enumerate(_events(raw_steps)):
         if state is not None and n % reload_every == 0:
-            state = read_rows(AccountWindow, table, b"a", max_events)
+            state = read_rows(cls, table, b"a", max_events)
         applied = add(
-            state, time_ms, tx, amount, merchant, max_events=max_events, lateness_ms=lateness_ms
+            state,
+            time_ms,
+            tx,
+            amount,
+            merchant,
+            max_events=max_events,
+            lateness_ms=lateness_ms,
+            cls=cls,
         )
         assert (applied.duplicate, applied.late) == oracle.apply((time_ms, tx, amount, merchant))
         state = applied.state
@@ -268,9 +301,9 @@ def test_account_windows_match_a_brute_force_oracle(
 # --- merchant windows: tables.merchant_windows ---------------------------------
 
 
-def merchant(*events, max_events=1000, lateness_ms=HOUR) -> MerchantWindow:
+def merchant(*events, max_events=1000, lateness_ms=HOUR, cls=MerchantWindow) -> MerchantWindow:
     """events: (time_ms, transaction_id, account_id)."""
-    state = MerchantWindow(events[0][0])
+    state = cls(events[0][0])
     for time_ms, tx, account in events:
         state.add(
             time_ms=time_ms,
@@ -332,9 +365,48 @@ def test_a_busy_merchant_writes_one_hour_not_the_day():
     assert state.windows(state.max_time_ms)["24h"] == {"count": 20_000, "distinct_accounts": 5000}
 
 
+def test_a_small_key_writes_one_row_until_it_grows_and_again_once_it_shrinks():
+    table = rows_table()
+    state = MerchantWindow(T0)
+    writes = []
+
+    def add_at(time_ms: int, tx: str) -> None:
+        state.add(
+            time_ms=time_ms,
+            transaction_id=tx,
+            account_id="x",
+            max_events=1000,
+            allowed_lateness_ms=HOUR,
+        )
+        older, own = state.rows(b"m1")
+        writes.append((older, own))
+        for row_key, row in older.items():
+            if row is None:
+                del table[row_key]
+            else:
+                table[row_key] = row
+        table[b"m1"] = own
+
+    for i in range(MerchantWindow.split_above):  # one an hour: the hour moves every time
+        add_at(T0 + i * HOUR // 3, f"a{i}")
+    assert all(older == {} for older, _own in writes)  # one row each: the own row
+    assert set(table) == {b"m1"} and len(orjson.loads(table[b"m1"])["events"]) == 64
+    add_at(T0 + 22 * HOUR, "grown")  # 65 events: older hours move to rows of their own
+    assert len(writes[-1][0]) == 22 and all(v for v in writes[-1][0].values())
+    assert len(orjson.loads(table[b"m1"])["events"]) == 1
+    assert read_rows(MerchantWindow, table, b"m1", 1000).events == state.events
+    # A day later most have left the horizon: 33 left keep their rows, 32 do not.
+    add_at(T0 + DAY + 11 * HOUR - 1, "later")
+    assert len(state) > MerchantWindow.inline_at_most and len(table) > 1
+    add_at(T0 + DAY + 11 * HOUR + HOUR // 3, "later-2")
+    assert len(state) <= MerchantWindow.inline_at_most
+    assert set(table) == {b"m1"}  # every hour row deleted, its events back in the own row
+    assert read_rows(MerchantWindow, table, b"m1", 1000).events == state.events
+
+
 def test_hour_rows_leave_with_their_last_event():
     table = rows_table()
-    state = merchant((T0, "a", "x"), (T0 + HOUR, "b", "x"))
+    state = merchant((T0, "a", "x"), (T0 + HOUR, "b", "x"), cls=SplitMerchant)
     write_rows(table, b"m1", state)
     assert hour_key(b"m1", T0 // HOUR) in table
     state.add(
@@ -346,7 +418,7 @@ def test_hour_rows_leave_with_their_last_event():
     )
     write_rows(table, b"m1", state)
     assert set(table) == {b"m1"}  # both older hours left the 24 h horizon
-    assert [e[1] for e in read_rows(MerchantWindow, table, b"m1", 10).events] == ["c"]
+    assert [e[1] for e in read_rows(SplitMerchant, table, b"m1", 10).events] == ["c"]
 
 
 def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_write():
@@ -355,7 +427,7 @@ def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_
     table = {
         b"m1": orjson.dumps({"events": events, "max_time_ms": T0 + 5 * HOUR, "late_events": 1})
     }
-    state = read_rows(MerchantWindow, table, b"m1", 100)
+    state = read_rows(SplitMerchant, table, b"m1", 100)
     assert state.late_events == 1
     assert state.windows(T0 + 5 * HOUR)["24h"] == {"count": 3, "distinct_accounts": 2}
     state.add(
@@ -368,7 +440,7 @@ def test_a_merchant_row_that_holds_the_whole_day_loads_and_is_split_at_the_next_
     write_rows(table, b"m1", state)
     assert set(table) == {b"m1", hour_key(b"m1", T0 // HOUR), hour_key(b"m1", T0 // HOUR + 2)}
     assert [e[1] for e in orjson.loads(table[b"m1"])["events"]] == ["c", "d"]
-    again = read_rows(MerchantWindow, table, b"m1", 100)
+    again = read_rows(SplitMerchant, table, b"m1", 100)
     assert again.events == state.events
     assert again.windows(again.max_time_ms) == state.windows(state.max_time_ms)
 
@@ -399,8 +471,9 @@ def test_the_cache_keeps_the_most_recently_used_merchants_within_its_memory_boun
     raw_steps=steps,
     max_events=st.sampled_from([3, 10_000]),
     reload_every=st.sampled_from([1, 2, 5, 1000]),
+    cls=st.sampled_from([MerchantWindow, EarlySplitMerchant]),
 )
-def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, reload_every):
+def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, reload_every, cls):
     # Written after each event; read back from the rows every `reload_every`
     # events, as a worker does after a restart or when the cache let it go.
     oracle = Oracle(max_events, HOUR)
@@ -408,9 +481,9 @@ def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, relo
     state = None
     for n, (time_ms, tx, _amount, account) in enumerate(_events(raw_steps)):
         if state is None:
-            state = MerchantWindow(time_ms)
+            state = cls(time_ms)
         elif n % reload_every == 0:
-            state = read_rows(MerchantWindow, table, b"m", max_events)
+            state = read_rows(cls, table, b"m", max_events)
         duplicate, late = state.add(
             time_ms=time_ms,
             transaction_id=tx,
@@ -431,7 +504,7 @@ def test_merchant_windows_match_a_brute_force_oracle(raw_steps, max_events, relo
                     "distinct_accounts": len({e[2] for e in events}),
                 }
     if state is not None:
-        loaded = read_rows(MerchantWindow, table, b"m", max_events)
+        loaded = read_rows(cls, table, b"m", max_events)
         assert (loaded.events, loaded.max_time_ms) == (oracle.retained(), oracle.max_time_ms)
 
 
@@ -454,3 +527,50 @@ def test_the_cache_loads_a_key_kept_else_from_its_rows_else_new():
     assert cache.load(MerchantWindow, table, b"m1", **kwargs) is from_rows
     new = cache.load(MerchantWindow, table, b"m2", **kwargs)
     assert (new.events, new.max_time_ms) == ([], T0 + 5)
+
+
+class CountingTable(dict):
+    """A table that counts writes, as each would be a changelog message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, value)
+
+
+def test_a_batch_writes_each_key_it_changed_once_and_then_keeps_it():
+    table = CountingTable()
+    cache = WindowCache(max_bytes=1024**2)
+    writes = BatchWrites(MerchantWindow, cache, table, 1000)
+    tokens = []
+    for i, merchant_id in enumerate([b"m1", b"m2", b"m1", b"m1"]):
+        state = writes.load(merchant_id, T0 + i)
+        assert not state.add(
+            time_ms=T0 + i,
+            transaction_id=f"tx{i}",
+            account_id="a",
+            max_events=1000,
+            allowed_lateness_ms=HOUR,
+        )[0]
+        writes.changed(merchant_id, state, f"event {i}")
+    assert (len(writes), table.writes, len(cache)) == (2, [], 0)  # nothing written yet
+    writes.flush(tokens.append)
+    assert tokens == ["event 3", "event 1"]  # each key's last event, first changed first
+    assert table.writes == [b"m1", b"m2"]
+    assert [e[1] for e in read_rows(MerchantWindow, table, b"m1", 1000).events] == [
+        "tx0",
+        "tx2",
+        "tx3",
+    ]
+    assert cache.get(b"m1").events == read_rows(MerchantWindow, table, b"m1", 1000).events
+    # A duplicate in the next batch changes nothing and writes nothing.
+    state = writes.load(b"m2", T0)
+    assert state.add(
+        time_ms=T0 + 1, transaction_id="tx1", account_id="a", max_events=1000, allowed_lateness_ms=0
+    ) == (True, False)
+    writes.kept(b"m2", state)
+    writes.flush(tokens.append)
+    assert (table.writes, tokens) == ([b"m1", b"m2"], ["event 3", "event 1"])

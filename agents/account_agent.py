@@ -12,9 +12,12 @@ import faust
 import orjson
 
 from agents import topics
+from agents.batches import Batches
 from agents.contracts import Transaction, now_rfc3339
+from agents.output import Output
 from agents.results import agent_result
 from agents.steps import Step
+from agents.table_rows import TableRows
 from apps.metrics import Metrics
 from tables.agents import AccountTables
 
@@ -27,10 +30,16 @@ def parse_request(raw: bytes | None) -> tuple[dict[str, Any], Transaction]:
 
 
 def register_account_agent(
-    app: faust.App, agent: str, tables: AccountTables, step: StepFn, metrics: Metrics
+    app: faust.App,
+    agent: str,
+    tables: AccountTables,
+    step: StepFn,
+    metrics: Metrics,
+    *,
+    max_events: int,
 ) -> None:
     requests = app.topic(topics.requests_topic(agent))
-    results = app.topic(topics.results_topic(agent))
+    results = Output(app, topics.results_topic(agent))
     # Label lookups resolved once, not per event.
     late, published, scores, duplicates = (
         metrics.late_events.labels(agent),
@@ -39,36 +48,46 @@ def register_account_agent(
         metrics.duplicates.labels(agent),
     )
 
+    accounts, results_table = TableRows(app, tables.accounts), TableRows(app, tables.results)
+
     async def score_accounts(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                request, tx = parse_request(event.value)
-            except Exception as exc:  # an internal topic, but never crash on input
-                metrics.unreadable(event.message, exc)
-                continue
-            key, tx_key = tx.account_id.encode(), tx.transaction_id.encode()
-            previous = tables.results.get(tx_key)
-            if previous is None:
-                state = tables.accounts.get(key)
-                out = step(orjson.loads(state) if state else None, tx)
-                result = agent_result(
-                    agent,
-                    request,
-                    score=out.score,
-                    reasons=out.reasons,
-                    features=out.features,
-                    processed_at=now_rfc3339(),
-                )
-                encoded = orjson.dumps(result)
-                tables.accounts[key] = orjson.dumps(out.state)
-                tables.results[tx_key] = encoded
-                if out.late:
-                    late.inc()
-                published.inc()
-                scores.observe(result["score"])
-            else:
-                encoded = previous
-                duplicates.inc()
-            await results.send(key=request["analysis_id"].encode(), value=encoded)
+        batches = Batches(stream, max_events, metrics.batches(f"score_{agent}"))
+        async for batch in batches:
+            outgoing: list[tuple[bytes, bytes]] = []  # sent once the tables are written
+            for event in batches.each(batch):
+                try:
+                    request, tx = parse_request(event.value)
+                except Exception as exc:  # an internal topic, but never crash on input
+                    metrics.unreadable(event.message, exc)
+                    continue
+                key, tx_key = tx.account_id.encode(), tx.transaction_id.encode()
+                previous = results_table.get(tx_key)
+                if previous is None:
+                    state = accounts.get(key)
+                    out = step(orjson.loads(state) if state else None, tx)
+                    result = agent_result(
+                        agent,
+                        request,
+                        score=out.score,
+                        reasons=out.reasons,
+                        features=out.features,
+                        processed_at=now_rfc3339(),
+                    )
+                    encoded = orjson.dumps(result)
+                    accounts[key] = orjson.dumps(out.state)
+                    results_table[tx_key] = encoded
+                    if out.late:
+                        late.inc()
+                    published.inc()
+                    scores.observe(result["score"])
+                else:
+                    encoded = previous
+                    duplicates.inc()
+                outgoing.append((request["analysis_id"].encode(), encoded))
+            # An account with several transactions in the batch: one changelog message.
+            await accounts.flush()
+            await results_table.flush()
+            for key, value in outgoing:
+                await results.send(key=key, value=value)
 
     app.agent(requests, name=f"score_{agent}")(score_accounts)

@@ -17,9 +17,12 @@ import orjson
 from faust.types import TP
 
 from agents import topics
+from agents.batches import Batches
 from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms, rfc3339_to_ms
 from agents.decide import Policy, decide
 from agents.ordering import OrderedAcks, set_fetching
+from agents.output import Output
+from agents.table_rows import TableRows
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.decision import DecisionTables
@@ -72,9 +75,9 @@ def register(
     policy = policy_from(settings)
     inputs = app.topic(topics.DECISION_REQUESTS, *RESULT_TOPICS, topics.DECISION_DEADLINES)
     input_names = set(inputs.topics)
-    deadlines = app.topic(topics.DECISION_DEADLINES)
-    decisions_out = app.topic(topics.DECISIONS)
-    decided = tables.decisions
+    deadlines = Output(app, topics.DECISION_DEADLINES)
+    decisions_out = Output(app, topics.DECISIONS)
+    decided = TableRows(app, tables.decisions)
     joins = PendingJoins()
     acks = OrderedAcks()
     due: list[tuple[int, str]] = []  # (deadline epoch ms, analysis_id), a heap
@@ -114,82 +117,89 @@ def register(
 
     async def join_and_decide(stream: faust.StreamT) -> None:
         # Acknowledged by hand: a message is acknowledged once its analysis is decided.
-        manual = stream.noack()
-        acks.ack = manual.ack
-        async for event in manual.events():
-            msg = event.message
-            entry = acks.track(event)
-            try:
-                body: dict[str, Any] = orjson.loads(event.value)
-                analysis_id: str = body["analysis_id"]
-            except Exception as exc:  # an internal topic, but never crash on input
-                metrics.unreadable(msg, exc)
-                await acks.done(entry)
-                continue
-            key = analysis_id.encode()
-            stamp_ms = int(msg.timestamp * 1000)
-            if msg.topic == topics.DECISION_REQUESTS:
-                joins.saw_request(msg.partition, stamp_ms, now_ms())
-            pending = joins.get(analysis_id)
-            if pending is None:
-                done = decided.get(key)
-                if done is not None:
-                    record = orjson.loads(done)
-                    if record["decided_by"] == [msg.topic, msg.partition, msg.offset]:
-                        # The message that made the decision came again (we crashed
-                        # before committing it): publish the same decision again.
-                        await publish(key, record["decision"])
-                    elif msg.topic in RESULT_TOPICS:
-                        metrics.late_results.labels(RESULT_TOPICS[msg.topic]).inc()
-                    await acks.done(entry)
-                    continue
-                if msg.topic == topics.DECISION_DEADLINES:
-                    # Not a join of ours (any more): whoever reads its request
-                    # schedules its deadline again.
-                    await acks.done(entry)
-                    continue
-            pending = joins.add(analysis_id, msg.partition, entry, now_ms(), stamp_ms)
-            # A held message is kept only to be acknowledged: let its bytes go.
-            event.value = msg.value = None
-            state = pending.state
-            if msg.topic == topics.DECISION_REQUESTS:
-                # The decision needs the ids, times and expectations, not the transaction.
-                body.pop("transaction", None)
-                state = with_request(state, body)
-                if not wait_for_all and state is not pending.state:
-                    heapq.heappush(due, (_deadline_ms(state), analysis_id))
-            elif msg.topic in RESULT_TOPICS:
-                # What the decision uses of an answer; the features stay in the agent's result.
-                answer = {k: body[k] for k in ANSWER_FIELDS if k in body}
-                state = with_result(state, answer)
-            joins.update(pending, state)
-            await hold_back(msg.partition)
+        batches = Batches(
+            stream, settings.batch_max_events, metrics.batches("join_and_decide"), acks=False
+        )
+        acks.ack = _ack
+        async for batch in batches:
+            for event in batches.each(batch):
+                await join(event)
 
-            now = now_ms()
-            deadline_passed = (
-                not wait_for_all
-                and msg.topic == topics.DECISION_DEADLINES
-                and state.request is not None
-                and now >= _deadline_ms(state)
-            )
-            if not (complete(state) or deadline_passed):
-                continue
-            decision = decide(
-                state,
-                policy,
-                decided_at=ms_to_rfc3339(now),
-                latency_ms=float(now - _requested_ms(state)),
-            )
-            doc = decision.model_dump(mode="json")
-            position = [msg.topic, msg.partition, msg.offset]
-            decided[key] = orjson.dumps({"decision": doc, "decided_by": position})
-            joins.pop(analysis_id)
-            await publish(key, doc)
-            await release(pending)
-            outcome_counters[decision.outcome].inc()
-            metrics.decision_latency.observe(max(0.0, decision.latency_ms) / 1000.0)
-            for agent in decision.missing_agents:
-                metrics.missing_agents.labels(agent).inc()
+    async def join(event: faust.EventT) -> None:
+        msg = event.message
+        entry = acks.track(event)
+        try:
+            body: dict[str, Any] = orjson.loads(event.value)
+            analysis_id: str = body["analysis_id"]
+        except Exception as exc:  # an internal topic, but never crash on input
+            metrics.unreadable(msg, exc)
+            await acks.done(entry)
+            return
+        key = analysis_id.encode()
+        stamp_ms = int(msg.timestamp * 1000)
+        if msg.topic == topics.DECISION_REQUESTS:
+            joins.saw_request(msg.partition, stamp_ms, now_ms())
+        pending = joins.get(analysis_id)
+        if pending is None:
+            done = decided.get(key)
+            if done is not None:
+                record = orjson.loads(done)
+                if record["decided_by"] == [msg.topic, msg.partition, msg.offset]:
+                    # The message that made the decision came again (we crashed
+                    # before committing it): publish the same decision again.
+                    await publish(key, record["decision"])
+                elif msg.topic in RESULT_TOPICS:
+                    metrics.late_results.labels(RESULT_TOPICS[msg.topic]).inc()
+                await acks.done(entry)
+                return
+            if msg.topic == topics.DECISION_DEADLINES:
+                # Not a join of ours (any more): whoever reads its request
+                # schedules its deadline again.
+                await acks.done(entry)
+                return
+        pending = joins.add(analysis_id, msg.partition, entry, now_ms(), stamp_ms)
+        # A held message is kept only to be acknowledged: let its bytes go.
+        event.value = msg.value = None
+        state = pending.state
+        if msg.topic == topics.DECISION_REQUESTS:
+            # The decision needs the ids, times and expectations, not the transaction.
+            body.pop("transaction", None)
+            state = with_request(state, body)
+            if not wait_for_all and state is not pending.state:
+                heapq.heappush(due, (_deadline_ms(state), analysis_id))
+        elif msg.topic in RESULT_TOPICS:
+            # What the decision uses of an answer; the features stay in the agent's result.
+            answer = {k: body[k] for k in ANSWER_FIELDS if k in body}
+            state = with_result(state, answer)
+        joins.update(pending, state)
+        await hold_back(msg.partition)
+
+        now = now_ms()
+        deadline_passed = (
+            not wait_for_all
+            and msg.topic == topics.DECISION_DEADLINES
+            and state.request is not None
+            and now >= _deadline_ms(state)
+        )
+        if not (complete(state) or deadline_passed):
+            return
+        decision = decide(
+            state,
+            policy,
+            decided_at=ms_to_rfc3339(now),
+            latency_ms=float(now - _requested_ms(state)),
+        )
+        doc = decision.model_dump(mode="json")
+        position = [msg.topic, msg.partition, msg.offset]
+        decided[key] = orjson.dumps({"decision": doc, "decided_by": position})
+        joins.pop(analysis_id)
+        await decided.flush()  # before its messages are acknowledged, by release()
+        await publish(key, doc)
+        await release(pending)
+        outcome_counters[decision.outcome].inc()
+        metrics.decision_latency.observe(max(0.0, decision.latency_ms) / 1000.0)
+        for agent in decision.missing_agents:
+            metrics.missing_agents.labels(agent).inc()
 
     app.agent(inputs, name="join_and_decide")(join_and_decide)
 
@@ -242,6 +252,10 @@ def register(
             log.info(
                 "%d undecided analyses left to the next owner of their partitions", len(dropped)
             )
+
+
+async def _ack(event: faust.EventT) -> bool:
+    return event.ack()
 
 
 def _tps(parts: set[str], partition: int) -> set[TP]:

@@ -7,9 +7,12 @@ import logging
 import faust
 
 from agents import topics
+from agents.batches import Batches
 from agents.contracts import AGENT_NAMES, SourcePosition, Transaction, dumps, now_rfc3339
 from agents.fanout import fan_out
 from agents.ordering import install_source_watermarks
+from agents.output import Output
+from agents.table_rows import TableRows
 from agents.validation import Rejected, dead_letter, fingerprint, parse_transaction
 from apps.metrics import Metrics
 from apps.settings import Settings
@@ -26,10 +29,11 @@ def register(
 ) -> None:
     transactions = app.topic(topics.TRANSACTIONS)
     by_account = app.topic(topics.TRANSACTIONS_BY_ACCOUNT)
-    dead_letters = app.topic(topics.DEAD_LETTERS)
-    decision_requests = app.topic(topics.DECISION_REQUESTS)
-    seen = tables.seen_transactions
-    agent_requests = [app.topic(topics.requests_topic(name)) for name in AGENT_NAMES]
+    to_by_account = Output(app, topics.TRANSACTIONS_BY_ACCOUNT)
+    dead_letters = Output(app, topics.DEAD_LETTERS)
+    decision_requests = Output(app, topics.DECISION_REQUESTS)
+    seen = TableRows(app, tables.seen_transactions)
+    agent_requests = [Output(app, topics.requests_topic(name)) for name in AGENT_NAMES]
     velocity_requests = agent_requests[AGENT_NAMES.index("velocity")]
     watermarks = install_source_watermarks(app, settings)  # None unless ordering=event_time
 
@@ -52,7 +56,7 @@ def register(
                 headers = {
                     SOURCE_HEADER: f"{source.topic}:{source.partition}:{source.offset}".encode()
                 }
-                await by_account.send(key=account_key, value=raw, headers=headers)
+                await to_by_account.send(key=account_key, value=raw, headers=headers)
                 return
             log.error("re-keyed message with key %r for account %r", event.key, tx.account_id)
         digest = fingerprint(tx)
@@ -95,13 +99,23 @@ def register(
 
     @app.agent(transactions, name="validate_transactions")
     async def validate_transactions(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await handle(event, may_rekey=True)
+        batches = Batches(
+            stream, settings.batch_max_events, metrics.batches("validate_transactions")
+        )
+        async for batch in batches:
+            for event in batches.each(batch):
+                await handle(event, may_rekey=True)
+            await seen.flush()
 
     @app.agent(by_account, name="analyse_rekeyed_transactions")
     async def analyse_rekeyed_transactions(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await handle(event, may_rekey=False)
+        batches = Batches(
+            stream, settings.batch_max_events, metrics.batches("analyse_rekeyed_transactions")
+        )
+        async for batch in batches:
+            for event in batches.each(batch):
+                await handle(event, may_rekey=False)
+            await seen.flush()
 
 
 def _source_of(event: faust.EventT) -> SourcePosition:

@@ -15,14 +15,17 @@ import orjson
 
 from agents import topics
 from agents.account_agent import parse_request
+from agents.batches import Batches
 from agents.contracts import now_rfc3339, rfc3339_to_ms
 from agents.ordering import MARKER, OrderedMerchantStage, RelayedWatermarks
+from agents.output import Output
 from agents.results import agent_result
 from agents.scoring import VelocityRules, score_velocity
+from agents.table_rows import TableRows
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.agents import VelocityTables
-from tables.hourly import WindowCache, write_rows
+from tables.hourly import BatchWrites, WindowCache
 from tables.merchant_windows import MerchantWindow
 from tables.windows import AccountWindow
 
@@ -30,11 +33,16 @@ from tables.windows import AccountWindow
 def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics: Metrics) -> None:
     requests = app.topic(topics.requests_topic("velocity"))
     by_merchant = app.topic(topics.VELOCITY_BY_MERCHANT)
-    results = app.topic(topics.results_topic("velocity"))
+    forwards = Output(app, topics.VELOCITY_BY_MERCHANT)
+    results = Output(app, topics.results_topic("velocity"))
     rules = VelocityRules()
     lateness_ms = settings.allowed_lateness_s * 1000
     ordered = settings.ordering == "event_time"
     relay = RelayedWatermarks(app, requests.get_topic_name(), by_merchant) if ordered else None
+    # The tables as the stages read and write them (agents/table_rows.py).
+    account_rows = TableRows(app, tables.account_velocity)
+    merchant_rows = TableRows(app, tables.merchant_velocity)
+    results_rows = TableRows(app, tables.results)
     # Windows kept parsed between transactions, per stage.
     accounts = WindowCache(settings.window_cache_mb * 1024**2)
     merchants = WindowCache(settings.window_cache_mb * 1024**2)
@@ -46,67 +54,74 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         metrics.duplicates.labels("velocity"),
     )
 
+    def account_writes() -> BatchWrites[AccountWindow]:
+        return BatchWrites(AccountWindow, accounts, account_rows, settings.max_events_per_account)
+
+    def merchant_writes() -> BatchWrites[MerchantWindow]:
+        return BatchWrites(
+            MerchantWindow, merchants, merchant_rows, settings.max_events_per_merchant
+        )
+
     @app.agent(requests, name="count_account_velocity")
     async def count_account_velocity(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            try:
-                request, tx = parse_request(event.value)
-            except Exception as exc:
-                metrics.unreadable(event.message, exc)
-                if relay is not None:  # skipped is processed: a marker may wait for it
-                    await relay.processed(event.message.partition, event.message.offset)
-                continue
-            key, time_ms = tx.account_id.encode(), tx.event_time_ms
-            state = accounts.load(
-                AccountWindow,
-                tables.account_velocity,
-                key,
-                max_events=settings.max_events_per_account,
-                now_ms=time_ms,
-            )
-            duplicate, is_late = state.add(
-                time_ms=time_ms,
-                transaction_id=tx.transaction_id,
-                amount=tx.amount,
-                merchant_id=tx.merchant_id,
-                max_events=settings.max_events_per_account,
-                allowed_lateness_ms=lateness_ms,
-            )
-            if duplicate:
-                duplicates.inc()
-            else:
-                write_rows(tables.account_velocity, key, state)
-            accounts.put(key, state)
-            if is_late:
-                late.inc()
-            # A copy is forwarded too: stage two answers it with the result the
-            # first one got (or, if that one never got that far, computes it).
-            forward = {
-                "request": request,
-                "account_windows": state.windows(time_ms),
-                "duplicate": duplicate,
-            }
-            await by_merchant.send(key=tx.merchant_id.encode(), value=orjson.dumps(forward))
+        batches = Batches(
+            stream, settings.batch_max_events, metrics.batches("count_account_velocity")
+        )
+        writes = account_writes()
+        async for batch in batches:
+            for event in batches.each(batch):
+                try:
+                    request, tx = parse_request(event.value)
+                except Exception as exc:
+                    metrics.unreadable(event.message, exc)
+                    continue  # skipped is processed: a marker may wait for it (below)
+                key, time_ms = tx.account_id.encode(), tx.event_time_ms
+                state = writes.load(key, time_ms)
+                duplicate, is_late = state.add(
+                    time_ms=time_ms,
+                    transaction_id=tx.transaction_id,
+                    amount=tx.amount,
+                    merchant_id=tx.merchant_id,
+                    max_events=settings.max_events_per_account,
+                    allowed_lateness_ms=lateness_ms,
+                )
+                if duplicate:
+                    duplicates.inc()
+                    writes.kept(key, state)
+                else:
+                    writes.changed(key, state, event)
+                if is_late:
+                    late.inc()
+                # A copy is forwarded too: stage two answers it with the result the
+                # first one got (or, if that one never got that far, computes it).
+                forward = {
+                    "request": request,
+                    "account_windows": state.windows(time_ms),
+                    "duplicate": duplicate,
+                }
+                await forwards.send(key=tx.merchant_id.encode(), value=orjson.dumps(forward))
+            writes.flush(batches.current)
+            await account_rows.flush()
             if relay is not None:
-                await relay.processed(event.message.partition, event.message.offset)
+                for event in batch:
+                    await relay.processed(event.message.partition, event.message.offset)
 
-    async def score(forward: dict, time_ms: int) -> None:
+    def score(
+        forward: dict,
+        time_ms: int,
+        writes: BatchWrites[MerchantWindow],
+        event: faust.EventT | None,
+    ) -> tuple[bytes, bytes]:
+        """(key, value) of the result to send; the merchant's rows wait in ``writes``."""
         request = forward["request"]
         tx = request["transaction"]
         analysis_key = request["analysis_id"].encode()
-        previous = tables.results.get(tx["transaction_id"].encode())
+        previous = results_rows.get(tx["transaction_id"].encode())
         if previous is not None:
             # A copy: answer with the very result the first one got.
-            await results.send(key=analysis_key, value=previous)
-            return
+            return analysis_key, previous
         key = tx["merchant_id"].encode()
-        state = merchants.load(
-            MerchantWindow,
-            tables.merchant_velocity,
-            key,
-            max_events=settings.max_events_per_merchant,
-            now_ms=time_ms,
-        )
+        state = writes.load(key, time_ms)
         duplicate, _late = state.add(
             time_ms=time_ms,
             transaction_id=tx["transaction_id"],
@@ -114,9 +129,10 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             max_events=settings.max_events_per_merchant,
             allowed_lateness_ms=lateness_ms,
         )
-        if not duplicate:
-            write_rows(tables.merchant_velocity, key, state)
-        merchants.put(key, state)
+        if duplicate:
+            writes.kept(key, state)
+        else:
+            writes.changed(key, state, event)
         scored = score_velocity(forward["account_windows"], state.windows(time_ms), rules)
         result = agent_result(
             "velocity",
@@ -127,10 +143,10 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             processed_at=now_rfc3339(),
         )
         encoded = orjson.dumps(result)
-        tables.results[tx["transaction_id"].encode()] = encoded
+        results_rows[tx["transaction_id"].encode()] = encoded
         published.inc()
         scores.observe(result["score"])
-        await results.send(key=analysis_key, value=encoded)
+        return analysis_key, encoded
 
     def read_forward(event: faust.EventT) -> tuple[dict, int] | None:
         try:
@@ -159,15 +175,33 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
 
         @app.agent(by_merchant, name="score_velocity")
         async def score_merchant_velocity(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                read = read_forward(event)
-                if read is not None and MARKER not in read[0]:
-                    await score(*read)
+            batches = Batches(stream, settings.batch_max_events, metrics.batches("score_velocity"))
+            writes = merchant_writes()
+            async for batch in batches:
+                outgoing = []
+                for event in batches.each(batch):
+                    read = read_forward(event)
+                    if read is not None and MARKER not in read[0]:
+                        outgoing.append(score(*read, writes, event))
+                writes.flush(batches.current)
+                await merchant_rows.flush()
+                await results_rows.flush()
+                for key, value in outgoing:
+                    await results.send(key=key, value=value)
 
         return
 
+    async def score_now(forward: dict, time_ms: int) -> None:
+        # Held transactions are released one at a time, within the stream's event.
+        writes = merchant_writes()
+        key, value = score(forward, time_ms, writes, None)
+        writes.flush(lambda _event: None)
+        await merchant_rows.flush()
+        await results_rows.flush()
+        await results.send(key=key, value=value)
+
     watermarks = app.topic(topics.VELOCITY_WATERMARKS)
-    stage = OrderedMerchantStage(score)
+    stage = OrderedMerchantStage(score_now)
 
     @app.agent(watermarks, name="relay_watermarks")
     async def relay_watermarks(stream: faust.StreamT) -> None:
@@ -190,8 +224,8 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             forward, time_ms = read
             if MARKER in forward:
                 await stage.on_marker(event, forward[MARKER])
-            elif tables.results.get(forward["request"]["transaction"]["transaction_id"].encode()):
-                await score(forward, time_ms)  # a copy of one already scored
+            elif results_rows.get(forward["request"]["transaction"]["transaction_id"].encode()):
+                await score_now(forward, time_ms)  # a copy of one already scored
                 await stage.passed(event)
             elif await stage.on_event(event, forward, time_ms):
                 metrics.behind_watermark.inc()

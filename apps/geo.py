@@ -32,7 +32,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     metrics = Metrics.create(app.prometheus_registry)
     tables = declare_geo(app, settings)
     rules = GeoRules(impossible_travel_kmh=settings.impossible_travel_kmh)
-    register_account_agent(app, "geo", tables, partial(geo_step, rules=rules), metrics)
+    register_account_agent(
+        app,
+        "geo",
+        tables,
+        partial(geo_step, rules=rules),
+        metrics,
+        max_events=settings.batch_max_events,
+    )
     install_common_views(app)
 
     @app.page("/accounts/{account_id}/geo")

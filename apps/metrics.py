@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_EVENTS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Metrics:
     pending_analyses: Gauge
     orphaned_results: Counter
     inputs_paused: Counter
+    batch_seconds: Histogram
+    batch_events: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
@@ -91,12 +96,36 @@ class Metrics:
                 "orphaned_agent_results",
                 "Agent results dropped because their analysis request never came",
             ),
+            batch_seconds=Histogram(
+                "riskstream_batch_seconds",
+                "Time an agent took to handle one batch of its input (agents/batches.py)",
+                ("agent",),
+                buckets=BATCH_SECONDS_BUCKETS,
+                registry=registry,
+            ),
+            batch_events=Histogram(
+                "riskstream_batch_events",
+                "Messages in one batch an agent handled",
+                ("agent",),
+                buckets=BATCH_EVENTS_BUCKETS,
+                registry=registry,
+            ),
             inputs_paused=counter(
                 "decision_inputs_paused",
                 "Times the decision service stopped fetching one input of a partition "
                 "because it ran ahead of the others",
             ),
         )
+
+    def batches(self, agent: str) -> Callable[[int, float], None]:
+        """What ``agents.batches.Batches`` reports of each batch: (messages, seconds)."""
+        events, seconds = self.batch_events.labels(agent), self.batch_seconds.labels(agent)
+
+        def observe(size: int, took_s: float) -> None:
+            events.observe(size)
+            seconds.observe(took_s)
+
+        return observe
 
     def unreadable(self, message: Any, exc: Exception) -> None:
         """An internal message that does not parse: counted and logged, then skipped."""

@@ -32,7 +32,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     metrics = Metrics.create(app.prometheus_registry)
     tables = declare_profile(app, settings)
     step = partial(profile_step, rules=ProfileRules())
-    register_account_agent(app, "profile", tables, step, metrics)
+    register_account_agent(
+        app, "profile", tables, step, metrics, max_events=settings.batch_max_events
+    )
     install_common_views(app)
 
     @app.page("/accounts/{account_id}/profile")

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # How long a fetch may wait for data. Each hop can cost up to this much on a
     # broker that does not wake a waiting multi-partition fetch (the embedded one).
     fetch_max_wait_ms: int = Field(20, ge=0, le=10_000)
+    # At most this many messages a batching agent handles before it acknowledges
+    # them and lets the rest of the worker run (agents/batches.py).
+    batch_max_events: int = Field(500, ge=1, le=100_000)
     # Check listed end offsets against a fetch before table recovery (see apps/compat.py).
     verify_end_offsets: bool = True
 

@@ -61,15 +61,19 @@ class Harness:
         partition: int = 0,
         topic: str | None = None,
         headers: dict[str, bytes] | None = None,
+        wait: bool = True,
     ):
         """Deliver one message to the agent; `topic` names which of its topics it came on.
 
-        The wrapper numbers offsets itself, one sequence across partitions.
+        The wrapper numbers offsets itself, one sequence across partitions. With
+        ``wait=False`` messages queue up, and a batching agent takes them together.
         """
         if topic is not None:
             # Messages are stamped with the name of `original_channel`.
             self.running.original_channel = self.app.topic(topic)
-        return await self.running.put(value, key=key, partition=partition, headers=headers)
+        return await self.running.put(
+            value, key=key, partition=partition, headers=headers, wait=wait
+        )
 
     async def flush(self):
         await self.app.producer.flush()

@@ -97,25 +97,20 @@ def register(
         log.info("dead letter %s at %s: %s", rejected.reason, source, rejected.error)
         await dead_letters.send(key=key, value=dumps(letter))
 
-    @app.agent(transactions, name="validate_transactions")
-    async def validate_transactions(stream: faust.StreamT) -> None:
-        batches = Batches(
-            stream, settings.batch_max_events, metrics.batches("validate_transactions")
-        )
+    async def analyse(stream: faust.StreamT, name: str, may_rekey: bool) -> None:
+        batches = Batches(stream, settings.batch_max_events, metrics.batches(name))
         async for batch in batches:
             for event in batches.each(batch):
-                await handle(event, may_rekey=True)
+                await handle(event, may_rekey=may_rekey)
             await seen.flush()
+
+    @app.agent(transactions, name="validate_transactions")
+    async def validate_transactions(stream: faust.StreamT) -> None:
+        await analyse(stream, "validate_transactions", may_rekey=True)
 
     @app.agent(by_account, name="analyse_rekeyed_transactions")
     async def analyse_rekeyed_transactions(stream: faust.StreamT) -> None:
-        batches = Batches(
-            stream, settings.batch_max_events, metrics.batches("analyse_rekeyed_transactions")
-        )
-        async for batch in batches:
-            for event in batches.each(batch):
-                await handle(event, may_rekey=False)
-            await seen.flush()
+        await analyse(stream, "analyse_rekeyed_transactions", may_rekey=False)
 
 
 def _source_of(event: faust.EventT) -> SourcePosition:

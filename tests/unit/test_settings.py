@@ -33,6 +33,7 @@ def test_environment_variables_with_the_prefix_configure_it(monkeypatch):
         ("RISKSTREAM_MISSING_AGENT_POLICY", "shrug"),
         ("RISKSTREAM_DEADLINE_MS", "-5"),
         ("RISKSTREAM_STORE", "redis://"),
+        ("RISKSTREAM_BATCH_MAX_EVENTS", "0"),
     ],
 )
 def test_a_bad_value_stops_startup_with_a_message_that_names_it(monkeypatch, name, value):

@@ -38,13 +38,21 @@ def register(
     watermarks = install_source_watermarks(app, settings)  # None unless ordering=event_time
 
     async def handle(event: faust.EventT, may_rekey: bool) -> None:
-        raw: bytes | None = event.value
-        source = _source_of(event)
-        parsed = parse_transaction(raw)
+        parsed = parse_transaction(event.value)
+        await send_for(event, parsed, may_rekey)
         if watermarks is not None:
+            # Only now: its velocity request is handed to the producer and known
+            # to the next marker. A send can wait (for a full batch to drain),
+            # and the watermark timer runs meanwhile.
             watermarks.observe(
                 event, None if isinstance(parsed, Rejected) else parsed.event_time_ms
             )
+
+    async def send_for(
+        event: faust.EventT, parsed: Transaction | Rejected, may_rekey: bool
+    ) -> None:
+        raw: bytes | None = event.value
+        source = _source_of(event)
         if isinstance(parsed, Rejected):
             await _dead_letter(parsed, raw, event.key, source)
             return

@@ -84,6 +84,7 @@ def test_fast_and_throttled_replays_on_different_partition_counts_decide_the_sam
         behind = fast.metric("riskstream_behind_watermark_total", of="velocity")
     with running_stack(tmp_path_factory, "replay-slow", REPLAY_ENV, partitions=2) as slow:
         slow_decisions, slow_results = replay_and_collect(slow, path, rate=150, n=len(txs))
+        slow_behind = slow.metric("riskstream_behind_watermark_total", of="velocity")
 
     # The merchant windows were really exercised, reasons included.
     merchant_counts = {r["features"]["merchant_accounts_1h"] for r in fast_results.values()}
@@ -95,7 +96,8 @@ def test_fast_and_throttled_replays_on_different_partition_counts_decide_the_sam
     differing = [t for t in fast_results if fast_results[t] != slow_results[t]]
     assert not differing, (
         f"{len(differing)} velocity results differ, e.g. "
-        f"{fast_results[differing[0]]} vs {slow_results[differing[0]]}"
+        f"{fast_results[differing[0]]} vs {slow_results[differing[0]]}; "
+        f"transactions behind the watermark in the throttled run: {slow_behind}"
     )
     differing = [t for t in fast_decisions if fast_decisions[t] != slow_decisions[t]]
     assert not differing, f"{len(differing)} decisions differ"

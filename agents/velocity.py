@@ -10,6 +10,9 @@ watermarks (agents/ordering.py); with ``arrival`` it scores each as it comes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import faust
 import orjson
 
@@ -103,8 +106,10 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             writes.flush(batches.current)
             await account_rows.flush()
             if relay is not None:
-                for event in batch:
-                    await relay.processed(event.message.partition, event.message.offset)
+                # Each partition's last offset: everything before it was processed too.
+                last = {event.message.partition: event.message.offset for event in batch}
+                for partition, offset in last.items():
+                    await relay.processed(partition, offset)
 
     def score(
         forward: dict,
@@ -148,6 +153,14 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         scores.observe(result["score"])
         return analysis_key, encoded
 
+    async def write_merchants(
+        writes: BatchWrites[MerchantWindow], before_write: Callable[[Any], None]
+    ) -> None:
+        """The merchant windows and results scored since the last call, to table and changelog."""
+        writes.flush(before_write)
+        await merchant_rows.flush()
+        await results_rows.flush()
+
     def read_forward(event: faust.EventT) -> tuple[dict, int] | None:
         try:
             forward = orjson.loads(event.value)
@@ -183,9 +196,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                     read = read_forward(event)
                     if read is not None and MARKER not in read[0]:
                         outgoing.append(score(*read, writes, event))
-                writes.flush(batches.current)
-                await merchant_rows.flush()
-                await results_rows.flush()
+                await write_merchants(writes, batches.current)
                 for key, value in outgoing:
                     await results.send(key=key, value=value)
 
@@ -195,9 +206,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         # Held transactions are released one at a time, within the stream's event.
         writes = merchant_writes()
         key, value = score(forward, time_ms, writes, None)
-        writes.flush(lambda _event: None)
-        await merchant_rows.flush()
-        await results_rows.flush()
+        await write_merchants(writes, lambda _event: None)  # the stream's event is current
         await results.send(key=key, value=value)
 
     watermarks = app.topic(topics.VELOCITY_WATERMARKS)

@@ -55,8 +55,8 @@ class Batches:
         self.acks = acks
         self.app = stream.app
 
-    def current(self, event: faust.EventT) -> None:
-        """Table writes from now on go to ``event``'s partition of their changelog."""
+    def current(self, event: faust.EventT | None) -> None:
+        """Table writes from now on go to ``event``'s partition of their changelog (None: none)."""
         self.stream._set_current_event(event)  # type: ignore[attr-defined]
 
     def each(self, batch: list[faust.EventT]) -> Iterator[faust.EventT]:
@@ -114,7 +114,7 @@ class Batches:
             try:
                 yield batch
             finally:
-                self.current(None)  # type: ignore[arg-type]
+                self.current(None)
             self.observe(len(batch), time.perf_counter() - started)
             if self.acks:
                 for event in batch:

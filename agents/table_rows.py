@@ -68,9 +68,6 @@ class TableRows(MutableMapping[bytes, bytes]):
     def __len__(self) -> int:
         return len(self.store)
 
-    def pending(self) -> int:
-        return len(self._pending)
-
     async def flush(self) -> None:
         """Send the changelog messages of the writes since the last flush."""
         pending, self._pending = self._pending, {}

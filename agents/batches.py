@@ -89,7 +89,7 @@ class Batches:
     async def __aiter__(self) -> AsyncIterator[list[faust.EventT]]:
         await self.stream.maybe_start()
         queue = self.stream.channel.queue  # type: ignore[attr-defined]
-        consumer = self.app.consumer
+        unacked = self.app.consumer._unacked_messages
         acks_enabled_for = self.app.topics.acks_enabled_for
         while not self.stream.should_stop:
             try:
@@ -106,7 +106,7 @@ class Batches:
                     continue
                 if not message.tracked and acks_enabled_for(message.topic):
                     message.tracked = True
-                    consumer.track_message(message)
+                    unacked.add(message)  # what consumer.track_message does, less its sensors
                 batch.append(event)
             if not batch:
                 continue

@@ -8,6 +8,7 @@ from datetime import timedelta
 import faust
 from prometheus_client import CollectorRegistry
 
+from agents import consumer
 from apps import compat
 from apps.security import aiokafka_auth, faust_credentials
 from apps.settings import Settings
@@ -61,6 +62,7 @@ def make_app(service: str, settings: Settings) -> faust.App:
     )
     # One registry per app, so two apps in a test process do not collide.
     app.prometheus_registry = CollectorRegistry(auto_describe=True)  # type: ignore[attr-defined]
+    consumer.install(app)
     return app
 
 

@@ -1,0 +1,102 @@
+"""How the consumer hands a message to Faust's conductor: eagerly, and as before once it blocks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mode import Service
+from mode.utils.locks import Event
+
+from agents.consumer import Consumer, deliver_eagerly
+from apps.factory import make_app
+from apps.settings import Settings
+
+
+class Recorder:
+    def __init__(self):
+        self.blocked = 0
+
+    def wait_blocked(self, rest):
+        self.blocked += 1
+        return rest
+
+
+async def test_a_callback_that_does_not_wait_runs_to_its_end_without_a_task():
+    done = []
+    tasks_before = len(asyncio.all_tasks())
+
+    async def callback():
+        done.append(len(asyncio.all_tasks()))
+
+    recorder = Recorder()
+    await deliver_eagerly(callback(), recorder.wait_blocked)
+    assert done == [tasks_before]
+    assert recorder.blocked == 0
+
+
+async def test_a_callback_that_waits_is_finished_by_the_waiter_with_what_it_was_sent():
+    gate = asyncio.get_running_loop().create_future()
+    seen = []
+
+    async def callback():
+        seen.append("before")
+        seen.append(await gate)
+        await asyncio.sleep(0)  # a bare yield after the first wait
+        seen.append("after")
+
+    recorder = Recorder()
+    delivery = asyncio.ensure_future(deliver_eagerly(callback(), recorder.wait_blocked))
+    await asyncio.sleep(0.01)
+    assert seen == ["before"] and not delivery.done()
+    gate.set_result("opened")
+    await delivery
+    assert seen == ["before", "opened", "after"]
+    assert recorder.blocked == 1
+
+
+async def test_an_error_is_raised_to_the_consumer_whether_or_not_the_callback_waited():
+    async def fails_at_once():
+        raise ValueError("at once")
+
+    async def fails_later():
+        await asyncio.sleep(0.001)
+        raise ValueError("later")
+
+    with pytest.raises(ValueError, match="at once"):
+        await deliver_eagerly(fails_at_once(), Recorder().wait_blocked)
+    with pytest.raises(ValueError, match="later"):
+        await deliver_eagerly(fails_later(), Recorder().wait_blocked)
+
+
+async def test_a_blocked_delivery_is_abandoned_when_the_flow_is_suspended():
+    """What Faust's wait_first(callback, suspend_flow.wait()) did, kept for the blocked case."""
+    service = Service()
+    await service.start()
+    suspend_flow = Event()
+    never = asyncio.get_running_loop().create_future()
+    cleaned_up = []
+
+    async def callback():
+        try:
+            await never
+        finally:
+            cleaned_up.append(True)
+
+    def unless_suspended(rest):
+        return service.wait_first(rest, suspend_flow.wait())
+
+    delivery = asyncio.ensure_future(deliver_eagerly(callback(), unless_suspended))
+    await asyncio.sleep(0.01)
+    assert not delivery.done()
+    suspend_flow.set()
+    await asyncio.wait_for(delivery, timeout=2)
+    await asyncio.sleep(0)  # the abandoned rest is cancelled in wait_first's cleanup
+    assert cleaned_up == [True]
+    await service.stop()
+
+
+def test_every_service_app_on_kafka_uses_this_consumer(tmp_path):
+    settings = Settings(broker="kafka://127.0.0.1:9", data_dir=tmp_path, web_port=8081)
+    app = make_app("profile", settings)
+    assert isinstance(app.consumer, Consumer)

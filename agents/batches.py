@@ -18,9 +18,10 @@ what the stream must:
 - ``current(event)`` makes it the current event, which tells a table write
   the partition of its changelog.
 
-Faust's per-event stream metrics (``<service>_events*``) do not count these
-events; ``riskstream_batch_seconds`` and ``riskstream_batch_events`` time and
-count the batches instead.
+Faust's per-event stream metrics (``<service>_events*``) and its per-message
+sensor (``on_message_in``, whose gauge of active messages only ``on_message_out``
+would bring down again) do not count these events; ``riskstream_batch_seconds``
+and ``riskstream_batch_events`` time and count the batches instead.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ Faust's consumer loop delivers every message with
 (the callback, the flow event, the service's stopped and crashed events),
 three of them cancelled again, for a callback that almost always finishes
 without waiting. On this machine that costs 27 µs per message, more than a
-scoring agent's whole work on a request, and every service reads one to four
-messages per transaction.
+scoring agent's whole work on a request. Worse, it yields to the event loop
+for every message, so an agent waiting on its channel woke up for each one and
+its batch (agents/batches.py) held a single message: every per-batch cost, the
+changelog flush, the producer request, the acknowledgement, was paid per
+message.
 
 ``Consumer`` runs the callback eagerly instead: its coroutine is stepped in
 the consumer's own task, and only if it has to wait (flow control during a

@@ -202,3 +202,17 @@ def test_metrics_count_what_happened(stack, run_id):
     # Faust's own sensor is there too.
     text = urllib.request.urlopen(f"{stack.url('decision')}/metrics", timeout=5).read().decode()
     assert "decision_messages_received" in text
+
+
+def test_a_burst_reaches_the_agents_in_batches_not_one_message_at_a_time(stack, run_id):
+    """Faust's consumer yielded to the loop for every message, so each batch held one."""
+    txs = demo_transactions(run_id, 300, seed=23)
+    name, agent = "riskstream_batch_events", {"agent": "validate_transactions"}
+    before_sum = stack.metric(f"{name}_sum", "orchestrator", **agent)
+    before_count = stack.metric(f"{name}_count", "orchestrator", **agent)
+    produce(stack.bootstrap, as_messages(txs))  # one produce request, a few fetches
+    stack.decisions_for({tx["transaction_id"] for tx in txs})
+    events = stack.metric(f"{name}_sum", "orchestrator", **agent) - before_sum
+    batches = stack.metric(f"{name}_count", "orchestrator", **agent) - before_count
+    assert events == 300
+    assert batches <= 300 / 10, f"300 transactions came in {batches:.0f} batches"

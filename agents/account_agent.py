@@ -14,7 +14,7 @@ import orjson
 from agents import topics
 from agents.batches import Batches
 from agents.contracts import Transaction, now_rfc3339
-from agents.output import Output
+from agents.output import Outgoing, Output
 from agents.results import agent_result
 from agents.steps import Step
 from agents.table_rows import TableRows
@@ -53,7 +53,7 @@ def register_account_agent(
     async def score_accounts(stream: faust.StreamT) -> None:
         batches = Batches(stream, max_events, metrics.batches(f"score_{agent}"))
         async for batch in batches:
-            outgoing: list[tuple[bytes, bytes]] = []  # sent once the tables are written
+            outgoing: list[Outgoing] = []  # sent once the tables are written
             for event in batches.each(batch):
                 try:
                     request, tx = parse_request(event.value)
@@ -83,11 +83,10 @@ def register_account_agent(
                 else:
                     encoded = previous
                     duplicates.inc()
-                outgoing.append((request["analysis_id"].encode(), encoded))
+                outgoing.append((request["analysis_id"].encode(), encoded, None))
             # An account with several transactions in the batch: one changelog message.
             await accounts.flush()
             await results_table.flush()
-            for key, value in outgoing:
-                await results.send(key=key, value=value)
+            await results.send_many(outgoing)
 
     app.agent(requests, name=f"score_{agent}")(score_accounts)

@@ -87,10 +87,24 @@ def register(
     holding_back: dict[int, set[str]] = {}  # by partition: parts whose topic is not fetched
     outcome_counters = {o: metrics.decisions.labels(o) for o in ("approve", "review", "decline")}
 
-    async def publish(key: bytes, doc: dict[str, Any]) -> None:
-        await decisions_out.send(key=key, value=orjson.dumps(doc))
-        if on_decided is not None:
-            on_decided(doc)
+    # Decided in the batch so far: published, then acknowledged, once it ends.
+    decided_now: list[tuple[bytes, dict[str, Any], Pending | list]] = []  # list: an acks entry
+
+    async def publish_decided() -> None:
+        """Write the batch's decisions, publish them, then acknowledge what made them."""
+        if not decided_now:
+            return
+        done = decided_now.copy()
+        decided_now.clear()
+        await decided.flush()
+        await decisions_out.send_many((key, orjson.dumps(doc), None) for key, doc, _ in done)
+        for _key, doc, made_by in done:
+            if on_decided is not None:
+                on_decided(doc)
+            if isinstance(made_by, Pending):
+                await release(made_by)
+            else:
+                await acks.done(made_by)
 
     async def release(pending: Pending) -> None:
         for entry in pending.tokens:
@@ -124,6 +138,7 @@ def register(
         async for batch in batches:
             for event in batches.each(batch):
                 await join(event)
+            await publish_decided()
 
     async def join(event: faust.EventT) -> None:
         msg = event.message
@@ -147,8 +162,9 @@ def register(
                 if record["decided_by"] == [msg.topic, msg.partition, msg.offset]:
                     # The message that made the decision came again (we crashed
                     # before committing it): publish the same decision again.
-                    await publish(key, record["decision"])
-                elif msg.topic in RESULT_TOPICS:
+                    decided_now.append((key, record["decision"], entry))
+                    return
+                if msg.topic in RESULT_TOPICS:
                     metrics.late_results.labels(RESULT_TOPICS[msg.topic]).inc()
                 await acks.done(entry)
                 return
@@ -193,9 +209,7 @@ def register(
         position = [msg.topic, msg.partition, msg.offset]
         decided[key] = orjson.dumps({"decision": doc, "decided_by": position})
         joins.pop(analysis_id)
-        await decided.flush()  # before its messages are acknowledged, by release()
-        await publish(key, doc)
-        await release(pending)
+        decided_now.append((key, doc, pending))
         outcome_counters[decision.outcome].inc()
         metrics.decision_latency.observe(max(0.0, decision.latency_ms) / 1000.0)
         for agent in decision.missing_agents:

@@ -11,7 +11,7 @@ from agents.batches import Batches
 from agents.contracts import AGENT_NAMES, SourcePosition, Transaction, dumps, now_rfc3339
 from agents.fanout import fan_out
 from agents.ordering import install_source_watermarks
-from agents.output import Output
+from agents.output import Outgoing, Output
 from agents.table_rows import TableRows
 from agents.validation import Rejected, dead_letter, fingerprint, parse_transaction
 from apps.metrics import Metrics
@@ -35,22 +35,16 @@ def register(
     seen = TableRows(app, tables.seen_transactions)
     agent_requests = [Output(app, topics.requests_topic(name)) for name in AGENT_NAMES]
     velocity_requests = agent_requests[AGENT_NAMES.index("velocity")]
+    request_outputs = [*agent_requests, decision_requests]
     watermarks = install_source_watermarks(app, settings)  # None unless ordering=event_time
 
-    async def handle(event: faust.EventT, may_rekey: bool) -> None:
-        parsed = parse_transaction(event.value)
-        await send_for(event, parsed, may_rekey)
-        if watermarks is not None:
-            # Only now: its velocity request is handed to the producer and known
-            # to the next marker. A send can wait (for a full batch to drain),
-            # and the watermark timer runs meanwhile.
-            watermarks.observe(
-                event, None if isinstance(parsed, Rejected) else parsed.event_time_ms
-            )
-
     async def send_for(
-        event: faust.EventT, parsed: Transaction | Rejected, may_rekey: bool
+        event: faust.EventT,
+        parsed: Transaction | Rejected,
+        may_rekey: bool,
+        outgoing: dict[Output, list[Outgoing]],
     ) -> None:
+        """Dead letters and re-keyed copies go out now; requests wait in ``outgoing``."""
         raw: bytes | None = event.value
         source = _source_of(event)
         if isinstance(parsed, Rejected):
@@ -92,10 +86,8 @@ def register(
             deadline_ms=settings.deadline_ms,
         )
         for topic in agent_requests:
-            sent = await topic.send(key=account_key, value=out.agent_request)
-            if watermarks is not None and topic is velocity_requests:
-                watermarks.sent_request(sent)
-        await decision_requests.send(key=out.analysis_id.encode(), value=out.decision_request)
+            outgoing[topic].append((account_key, out.agent_request, None))
+        outgoing[decision_requests].append((out.analysis_id.encode(), out.decision_request, None))
 
     async def _dead_letter(
         rejected: Rejected, raw: bytes | None, key: bytes | None, source: SourcePosition
@@ -108,9 +100,24 @@ def register(
     async def analyse(stream: faust.StreamT, name: str, may_rekey: bool) -> None:
         batches = Batches(stream, settings.batch_max_events, metrics.batches(name))
         async for batch in batches:
+            outgoing: dict[Output, list[Outgoing]] = {t: [] for t in request_outputs}
+            parsed_batch = []
             for event in batches.each(batch):
-                await handle(event, may_rekey=may_rekey)
+                parsed = parse_transaction(event.value)
+                await send_for(event, parsed, may_rekey, outgoing)
+                parsed_batch.append((event, parsed))
             await seen.flush()
+            for topic, messages in outgoing.items():
+                for sent in await topic.send_many(messages):
+                    if watermarks is not None and topic is velocity_requests:
+                        watermarks.sent_request(sent)
+            if watermarks is not None:
+                # Only now: their velocity requests are handed to the producer and
+                # known to the next marker (the watermark timer runs between awaits).
+                for event, parsed in parsed_batch:
+                    watermarks.observe(
+                        event, None if isinstance(parsed, Rejected) else parsed.event_time_ms
+                    )
 
     @app.agent(transactions, name="validate_transactions")
     async def validate_transactions(stream: faust.StreamT) -> None:

@@ -8,10 +8,10 @@ sensors. ``table.get(key)`` looked the key up twice (contains, then get).
 
 ``TableRows`` writes the store at once, so later reads in the batch see the
 write, and keeps the changelog messages until ``flush()``, which hands the
-last one of each key to the producer (same key, value and partition as Faust
-sends: a key written twice in a batch is one message) and records each
-partition's last changelog offset in the store once they are written. Call
-``flush()`` before the events that made the writes are acknowledged: Faust
+last one of each key to the producer as one record batch per partition (same
+key, value and partition as Faust sends: a key written twice in a batch is one
+message) and records each partition's last changelog offset in the store once
+they are written. Call ``flush()`` before the events that made the writes are acknowledged: Faust
 flushes the producer before it commits, so the changelog is written before
 their offsets are committed. Writes need a current event (its partition is
 the changelog's), as with Faust's table.
@@ -27,7 +27,7 @@ import faust
 from faust.streams import current_event
 from faust.types import TP
 
-from agents.output import Output
+from agents.output import Output, Sent
 
 
 class TableRows(MutableMapping[bytes, bytes]):
@@ -70,17 +70,20 @@ class TableRows(MutableMapping[bytes, bytes]):
 
     async def flush(self) -> None:
         """Send the changelog messages of the writes since the last flush."""
+        if not self._pending:
+            return
         pending, self._pending = self._pending, {}
-        last: dict[int, asyncio.Future] = {}
-        for key, (value, partition) in pending.items():
-            last[partition] = await self.changelog.send(key=key, value=value, partition=partition)
-        for partition, sent in last.items():
-            sent.add_done_callback(partial(self._persisted, partition))
+        batches = await self.changelog.send_many(
+            (key, value, partition) for key, (value, partition) in pending.items()
+        )
+        last: dict[int, Sent] = {sent.partition: sent for sent in batches}
+        for sent in last.values():
+            sent.future.add_done_callback(partial(self._persisted, sent))
 
-    def _persisted(self, partition: int, sent: asyncio.Future) -> None:
-        if not sent.cancelled() and sent.exception() is None:
-            tp = TP(self.changelog.topic, partition)
-            self.store.set_persisted_offset(tp, sent.result().offset)
+    def _persisted(self, sent: Sent, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            tp = TP(self.changelog.topic, sent.partition)
+            self.store.set_persisted_offset(tp, sent.last_written().offset)
 
     @staticmethod
     def _partition() -> int:

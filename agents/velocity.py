@@ -21,7 +21,7 @@ from agents.account_agent import parse_request
 from agents.batches import Batches
 from agents.contracts import now_rfc3339, rfc3339_to_ms
 from agents.ordering import MARKER, OrderedMerchantStage, RelayedWatermarks
-from agents.output import Output
+from agents.output import Outgoing, Output
 from agents.results import agent_result
 from agents.scoring import VelocityRules, score_velocity
 from agents.table_rows import TableRows
@@ -72,6 +72,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         )
         writes = account_writes()
         async for batch in batches:
+            forwarded: list[Outgoing] = []
             for event in batches.each(batch):
                 try:
                     request, tx = parse_request(event.value)
@@ -102,7 +103,8 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                     "account_windows": state.windows(time_ms),
                     "duplicate": duplicate,
                 }
-                await forwards.send(key=tx.merchant_id.encode(), value=orjson.dumps(forward))
+                forwarded.append((tx.merchant_id.encode(), orjson.dumps(forward), None))
+            await forwards.send_many(forwarded)
             writes.flush(batches.current)
             await account_rows.flush()
             if relay is not None:
@@ -191,14 +193,13 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
             batches = Batches(stream, settings.batch_max_events, metrics.batches("score_velocity"))
             writes = merchant_writes()
             async for batch in batches:
-                outgoing = []
+                outgoing: list[Outgoing] = []
                 for event in batches.each(batch):
                     read = read_forward(event)
                     if read is not None and MARKER not in read[0]:
-                        outgoing.append(score(*read, writes, event))
+                        outgoing.append((*score(*read, writes, event), None))
                 await write_merchants(writes, batches.current)
-                for key, value in outgoing:
-                    await results.send(key=key, value=value)
+                await results.send_many(outgoing)
 
         return
 

@@ -47,6 +47,9 @@ def make_app(service: str, settings: Settings) -> faust.App:
         # a megabyte of every partition fetched.
         broker_max_poll_records=500,
         producer_acks=-1,
+        # A batch's messages to one partition go out as one record batch
+        # (agents/output.py, send_many): room for a few hundred results.
+        producer_max_batch_size=256 * 1024,
         producer_linger=settings.producer_linger_ms / 1000.0,
         stream_wait_empty=False,
         table_standby_replicas=settings.standby_replicas,

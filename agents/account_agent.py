@@ -12,7 +12,7 @@ import faust
 import orjson
 
 from agents import topics
-from agents.batches import Batches
+from agents.batches import Batches, input_topic
 from agents.contracts import Transaction, now_rfc3339
 from agents.output import Outgoing, Output
 from agents.results import agent_result
@@ -38,7 +38,7 @@ def register_account_agent(
     *,
     max_events: int,
 ) -> None:
-    requests = app.topic(topics.requests_topic(agent))
+    requests = input_topic(app, topics.requests_topic(agent))
     results = Output(app, topics.results_topic(agent))
     # Label lookups resolved once, not per event.
     late, published, scores, duplicates = (

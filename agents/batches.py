@@ -31,8 +31,34 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import faust
+from faust.events import Event
 from faust.exceptions import Skip
+from faust.types import Message
 from mode.utils.futures import maybe_async
+
+
+class RawSchema(faust.Schema):
+    """Keys and values as the bytes they came as: the event is made straight from the message.
+
+    The services read bytes and parse them themselves (a bad value is a dead
+    letter, not a crash), so Faust's decoding through its serializer registry
+    only copies the bytes across: 7 µs per message here, against under 1 µs
+    for making the event.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: faust.App, **_: object) -> Callable:  # type: ignore[override]
+        async def decode(message: Message, *, propagate: bool = False) -> Event:
+            return Event(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
+def input_topic(app: faust.App, *names: str) -> faust.TopicT:
+    """A topic an agent reads in batches: raw keys and values, decoded by ``RawSchema``."""
+    return app.topic(*names, schema=RawSchema())
 
 
 class Batches:

@@ -17,7 +17,7 @@ import orjson
 from faust.types import TP
 
 from agents import topics
-from agents.batches import Batches
+from agents.batches import Batches, input_topic
 from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms, rfc3339_to_ms
 from agents.decide import Policy, decide
 from agents.ordering import OrderedAcks, set_fetching
@@ -73,7 +73,7 @@ def register(
     decision itself is written to a table.
     """
     policy = policy_from(settings)
-    inputs = app.topic(topics.DECISION_REQUESTS, *RESULT_TOPICS, topics.DECISION_DEADLINES)
+    inputs = input_topic(app, topics.DECISION_REQUESTS, *RESULT_TOPICS, topics.DECISION_DEADLINES)
     input_names = set(inputs.topics)
     deadlines = Output(app, topics.DECISION_DEADLINES)
     decisions_out = Output(app, topics.DECISIONS)

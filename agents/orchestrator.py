@@ -7,7 +7,7 @@ import logging
 import faust
 
 from agents import topics
-from agents.batches import Batches
+from agents.batches import Batches, input_topic
 from agents.contracts import AGENT_NAMES, SourcePosition, Transaction, dumps, now_rfc3339
 from agents.fanout import fan_out
 from agents.ordering import install_source_watermarks
@@ -27,8 +27,8 @@ SOURCE_HEADER = "riskstream-source"
 def register(
     app: faust.App, settings: Settings, tables: OrchestratorTables, metrics: Metrics
 ) -> None:
-    transactions = app.topic(topics.TRANSACTIONS)
-    by_account = app.topic(topics.TRANSACTIONS_BY_ACCOUNT)
+    transactions = input_topic(app, topics.TRANSACTIONS)
+    by_account = input_topic(app, topics.TRANSACTIONS_BY_ACCOUNT)
     to_by_account = Output(app, topics.TRANSACTIONS_BY_ACCOUNT)
     dead_letters = Output(app, topics.DEAD_LETTERS)
     decision_requests = Output(app, topics.DECISION_REQUESTS)

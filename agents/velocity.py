@@ -18,7 +18,7 @@ import orjson
 
 from agents import topics
 from agents.account_agent import parse_request
-from agents.batches import Batches
+from agents.batches import Batches, input_topic
 from agents.contracts import now_rfc3339, rfc3339_to_ms
 from agents.ordering import MARKER, OrderedMerchantStage, RelayedWatermarks
 from agents.output import Outgoing, Output
@@ -34,8 +34,8 @@ from tables.windows import AccountWindow
 
 
 def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics: Metrics) -> None:
-    requests = app.topic(topics.requests_topic("velocity"))
-    by_merchant = app.topic(topics.VELOCITY_BY_MERCHANT)
+    requests = input_topic(app, topics.requests_topic("velocity"))
+    by_merchant = input_topic(app, topics.VELOCITY_BY_MERCHANT)
     forwards = Output(app, topics.VELOCITY_BY_MERCHANT)
     results = Output(app, topics.results_topic("velocity"))
     rules = VelocityRules()
@@ -210,7 +210,7 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         await write_merchants(writes, lambda _event: None)  # the stream's event is current
         await results.send(key=key, value=value)
 
-    watermarks = app.topic(topics.VELOCITY_WATERMARKS)
+    watermarks = input_topic(app, topics.VELOCITY_WATERMARKS)
     stage = OrderedMerchantStage(score_now)
 
     @app.agent(watermarks, name="relay_watermarks")

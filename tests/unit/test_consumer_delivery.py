@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from faust.types import TP, Message
 from mode import Service
 from mode.utils.locks import Event
 
+from agents.batches import RawSchema, input_topic
 from agents.consumer import Consumer, deliver_eagerly
+from agents.topics import SERVICES
 from apps.factory import make_app
+from apps.services import create_service_app
 from apps.settings import Settings
 
 
@@ -100,3 +104,35 @@ def test_every_service_app_on_kafka_uses_this_consumer(tmp_path):
     settings = Settings(broker="kafka://127.0.0.1:9", data_dir=tmp_path, web_port=8081)
     app = make_app("profile", settings)
     assert isinstance(app.consumer, Consumer)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_agent_reads_its_topics_raw(tmp_path, service):
+    settings = Settings(
+        broker="kafka://127.0.0.1:9",
+        data_dir=tmp_path,
+        web_port=8081,
+        ordering="event_time",  # the most topics: velocity's watermarks too
+    )
+    app = create_service_app(service, settings)
+    channels = [agent.channel for agent in app.agents.values()]
+    assert channels
+    for channel in channels:
+        assert isinstance(channel.schema, RawSchema), channel
+
+
+async def test_the_raw_schema_makes_the_event_from_the_message_as_it_came(tmp_path):
+    settings = Settings(broker="kafka://127.0.0.1:9", data_dir=tmp_path, web_port=8081)
+    app = make_app("profile", settings)
+    topic = input_topic(app, "agent.profile.requests")
+    tp = TP("agent.profile.requests", 1)
+    message = Message(
+        tp.topic, 1, 7, 1.5, 0, [("h", b"1")], b"k", b"\xff not json", None, 1, 10, tp
+    )
+    event = await topic.decode(message)
+    assert (event.key, event.value, event.headers, event.message) == (
+        b"k",
+        b"\xff not json",
+        {"h": b"1"},
+        message,
+    )

@@ -18,17 +18,24 @@ to ``wait_first`` as before, so a rebalance can still suspend a blocked
 delivery. The loop is otherwise Faust's own (faust-streaming 0.15.3), with
 ``asyncio.sleep(0)`` for its yield after each poll (the service's ``sleep(0)``
 makes and cancels a task of its own).
+
+Two more things Faust did per message are done per poll or skipped when they
+change nothing: the end offset of a partition (a Prometheus gauge behind a
+label lookup) is tracked once per partition and poll, and the conductor's
+handler for a partition is looked up directly while the conductor's lock is
+free (its callback takes the lock for every message only to do that lookup;
+while the lock is held, during a subscription change, the callback is used).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import Message
+from faust.types import TP, Message
 from mode import Service
 
 
@@ -75,11 +82,56 @@ async def deliver_eagerly(
 
 
 class Consumer(aiokafka_driver.Consumer):
+    def _messages(
+        self, records: Any, active_partitions: set[TP] | None, generation_id: int
+    ) -> Iterator[tuple[TP, Message]]:
+        """Faust's getmany over one poll, less its per-message work that is per partition.
+
+        Each record is checked as it is handed on, as in Faust: the flow still
+        active, the generation unchanged, the partition still active. The end
+        offset of a partition (a Prometheus gauge behind a label lookup, which
+        Faust set for every message) is tracked once per partition and poll:
+        it is the same for every record of the poll.
+        """
+        to_message = self._to_message
+        buffered = self._buffered_partitions
+        app = self.app
+        tracked: set[TP] = set()
+        for tp, record in self.scheduler.iterate(records):
+            if not self.flow_active:
+                break
+            if app.consumer_generation_id != generation_id:
+                self.log.dev("Generation id changed from %r. Cancelling getmany.", generation_id)
+                break
+            if active_partitions is None or tp in active_partitions or tp in buffered:
+                if tp not in tracked:
+                    tracked.add(tp)
+                    app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, to_message(tp, record)
+
+    async def _poll(self, timeout: float) -> Iterator[tuple[TP, Message]]:
+        """Faust's getmany: the records of one poll, as Message objects, lazily."""
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return iter(())
+        if not self.flow_active:
+            self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+            try:
+                await self.perform_seek()
+            except Exception as ex:
+                self.log.warning(f"exception performing seek when flow not active {ex}")
+            return iter(())
+        return self._messages(records, active_partitions, generation_id)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - Faust's loop
         callback = self.callback
-        getmany = self.getmany
+        poll = self._poll
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        conductor = self.app.topics
+        callbacks = conductor._tp_to_callback
+        callbacks_changing = conductor._tp_to_callback_lock.locked
 
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
@@ -99,10 +151,9 @@ class Consumer(aiokafka_driver.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                ait = getmany(timeout=1.0)
                 await sleep(0)
                 if not self.should_stop:
-                    async for tp, message in ait:
+                    for tp, message in await poll(1.0):
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await sleep(0)
@@ -116,9 +167,12 @@ class Consumer(aiokafka_driver.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            await deliver_eagerly(
-                                callback(cast(Message, message)), unless_suspended
-                            )
+                            # The conductor's own callback takes its lock for each
+                            # message to look up the partition's handler; while the
+                            # lock is free that is this lookup, without the lock.
+                            handler = None if callbacks_changing() else callbacks.get(tp)
+                            delivery = (handler or callback)(cast(Message, message))
+                            await deliver_eagerly(delivery, unless_suspended)
                             set_read_offset(tp, offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:

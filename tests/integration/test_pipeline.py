@@ -216,3 +216,18 @@ def test_a_burst_reaches_the_agents_in_batches_not_one_message_at_a_time(stack, 
     batches = stack.metric(f"{name}_count", "orchestrator", **agent) - before_count
     assert events == 300
     assert batches <= 300 / 10, f"300 transactions came in {batches:.0f} batches"
+    # Lag monitoring: the end offset of each partition read (tracked once per
+    # partition and poll, not per message) is where the partition ends.
+    ends: dict[int, int] = {}
+    for message in stack.read(topics.TRANSACTIONS, idle_s=2.0):
+        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
+    gauge = {
+        p: stack.metric(
+            "orchestrator_topic_partition_end_offset",
+            "orchestrator",
+            partition=str(p),
+            topic=topics.TRANSACTIONS,
+        )
+        for p in ends
+    }
+    assert gauge == {p: float(end) for p, end in ends.items()}

@@ -8,6 +8,7 @@ are handled inside the services as integer epoch milliseconds.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -53,7 +54,7 @@ def rfc3339_to_ms(text: str) -> int:
 
 
 def now_ms() -> int:
-    return int(datetime.now(tz=UTC).timestamp() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 def now_rfc3339() -> str:

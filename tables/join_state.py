@@ -134,7 +134,7 @@ class PendingJoins:
             pending = self._by_id[analysis_id] = Pending(
                 Analysis(analysis_id), partition, now_ms, stamp_ms
             )
-            self._waiting.setdefault(partition, Counter()).update(waits_for(pending.state))
+            _counter(self._waiting, partition).update(waits_for(pending.state))
         pending.tokens.append(token)
         return pending
 
@@ -143,12 +143,22 @@ class PendingJoins:
         old = pending.state
         if state is old:
             return
-        gained = parts_of(state) - parts_of(old)
-        if gained:
-            self._parts.setdefault(pending.partition, Counter()).update(gained)
-        waiting = self._waiting.setdefault(pending.partition, Counter())
-        waiting.subtract(waits_for(old))
-        waiting.update(waits_for(state))
+        partition = pending.partition
+        # What it holds now and did not: parts_of(state) - parts_of(old), without the sets.
+        parts = _counter(self._parts, partition)
+        if state.request is not None and old.request is None:
+            parts[REQUEST] += 1
+        old_results = old.results
+        for agent in state.results:
+            if agent not in old_results:
+                parts[agent] += 1
+        if state.request is not None or old.request is not None:  # else both wait for the request
+            waiting = _counter(self._waiting, partition)
+            before, after = waits_for(old), waits_for(state)
+            for part in before - after:
+                waiting[part] -= 1
+            for part in after - before:
+                waiting[part] += 1
         pending.state = state
 
     def holding(self, partition: int) -> Counter[str]:
@@ -184,8 +194,8 @@ class PendingJoins:
         pending = self._by_id.pop(analysis_id, None)
         if pending is not None:
             p = pending.partition
-            self._parts.get(p, Counter()).subtract(parts_of(pending.state))
-            self._waiting.get(p, Counter()).subtract(waits_for(pending.state))
+            _counter(self._parts, p).subtract(parts_of(pending.state))
+            _counter(self._waiting, p).subtract(waits_for(pending.state))
         return pending
 
     def drop_partitions(self, partitions: set[int]) -> list[Pending]:
@@ -219,3 +229,11 @@ class PendingJoins:
             elif now_ms - max(p.first_seen_ms, clock.seen_ms if clock else 0) >= after_ms:
                 out.append(p)  # no request at all for that long
         return out
+
+
+def _counter(by_partition: dict[int, Counter[str]], partition: int) -> Counter[str]:
+    """The partition's counter, made on first use (not a new one made for every lookup)."""
+    counter = by_partition.get(partition)
+    if counter is None:
+        counter = by_partition[partition] = Counter()
+    return counter

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import pytest
 
 from agents.decide import Policy, combined_score, decide, outcome_for
@@ -9,7 +12,9 @@ from tables.join_state import (
     Analysis,
     PendingJoins,
     complete,
+    parts_of,
     parts_to_hold,
+    waits_for,
     with_request,
     with_result,
 )
@@ -239,3 +244,28 @@ def test_a_revoked_partition_forgets_how_far_its_requests_were_read():
     joins.drop_partitions({1})
     joins.add("new-owner-again", 1, token=1, now_ms=0, stamp_ms=1_000)
     assert joins.orphans(now_ms=1_000, after_ms=60_000) == []
+
+
+def test_the_counts_kept_step_by_step_equal_the_counts_of_the_joins_held():
+    rng = random.Random(3)
+    joins = PendingJoins()
+    agents = ["velocity", "profile", "geo"]
+    for step in range(3000):
+        analysis_id = f"a{rng.randrange(60)}"
+        partition = int(analysis_id[1:]) % 3
+        if rng.random() < 0.1:
+            joins.pop(analysis_id)
+            continue
+        pending = joins.add(analysis_id, partition, step, now_ms=step, stamp_ms=step)
+        if rng.random() < 0.3:
+            expected = rng.sample(agents, rng.randrange(1, 4))
+            request = {"expected_agents": expected, "deadline_ms": 2000}
+            joins.update(pending, with_request(pending.state, request))
+        else:
+            joins.update(pending, with_result(pending.state, {"agent": rng.choice(agents)}))
+        for p in range(3):
+            held = [j for j in (joins.get(f"a{i}") for i in range(60)) if j and j.partition == p]
+            holding = Counter(part for j in held for part in parts_of(j.state))
+            waiting = Counter(part for j in held for part in waits_for(j.state))
+            assert +joins.holding(p) == holding, step
+            assert +joins.waiting(p) == waiting, step

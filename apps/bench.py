@@ -172,6 +172,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "events in their windows, in process (apps/bench_windows.py)",
     )
     parser.add_argument(
+        "--broker-costs",
+        action="store_true",
+        help="instead of the runs: the embedded broker's CPU per fetch and per produce "
+        "request, and one hop's latency (apps/bench_broker.py)",
+    )
+    parser.add_argument(
         "--state-service",
         action="append",
         dest="state_services",
@@ -935,6 +941,12 @@ def run_bench(args: argparse.Namespace) -> int:
         from apps.bench_windows import run_windows_bench
 
         return run_windows_bench(args.json)
+    if args.broker_costs:
+        if args.broker:
+            raise SystemExit("riskstream bench: --broker-costs measures the embedded broker")
+        from apps.bench_broker import run_broker_bench
+
+        return run_broker_bench(args.json, window_s=1.5 if args.quick else 5.0)
     if args.state_size:
         if args.broker:
             raise SystemExit("riskstream bench: --state-size starts its own brokers")

@@ -201,3 +201,28 @@ def test_the_merchant_windows_bench_reports_each_size_and_way(tmp_path):
     # A transaction rewrites one hour or two of a busy key, not its day.
     for busiest in (merchants[-1], accounts[-1]):
         assert busiest["kept, in order"]["bytes"] * 10 < busiest["stored_bytes"]
+
+
+def test_the_broker_costs_bench_reports_fetches_produce_requests_and_one_hop(tmp_path):
+    out = tmp_path / "broker.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_BENCH, "--broker-costs", "--quick", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the embedded broker, idle" in proc.stdout
+    assert "one hop" in proc.stdout
+    report = json.loads(out.read_text())
+    idle = {row["fetch_wait_ms"]: row for row in report["idle_fetches"]}
+    assert sorted(idle) == [5, 20, 200]
+    for wait_ms, row in idle.items():
+        assert row["fetches_per_s"] > 0 and row["broker_ms_per_fetch"] > 0
+        # An idle fetch is answered when its wait runs out, not before.
+        assert row["fetches_per_s"] <= row["consumers"] * 1000 / wait_ms * 1.5
+    assert [r["messages_per_request"] for r in report["produce"]] == [1, 10, 50]
+    assert all(r["broker_ms_per_request"] > 0 for r in report["produce"])
+    for hop in report["one_hop"]:
+        assert hop["messages"] > 0 and 0 < hop["p50_ms"] <= hop["p99_ms"]

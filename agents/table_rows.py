@@ -6,12 +6,16 @@ the producer buffer's task and a ``FutureMessage`` whose callback writes the
 changelog offset into RocksDB for every message, and through the table
 sensors. ``table.get(key)`` looked the key up twice (contains, then get).
 
-``TableRows`` writes the store at once, so later reads in the batch see the
-write, and keeps the changelog messages until ``flush()``, which hands the
-last one of each key to the producer as one record batch per partition (same
-key, value and partition as Faust sends: a key written twice in a batch is one
-message) and records each partition's last changelog offset in the store once
-they are written. Call ``flush()`` before the events that made the writes are acknowledged: Faust
+``TableRows`` keeps a batch's writes in memory, where later reads in the batch
+see them, until ``flush()``. That writes them to a RocksDB store as one write
+batch per partition, straight to the partition's database (Faust's store
+layers, its serializers, the current event and its key index, cost more than
+RocksDB's own put), and hands the last write of each key to the producer as
+one record batch per partition (same key, value and partition as Faust sends:
+a key written twice in a batch is one message), then records each partition's
+last changelog offset in the store once they are written. Another store (the
+memory store of the tests) is written at once through its API. Call
+``flush()`` before the events that made the writes are acknowledged: Faust
 flushes the producer before it commits, so the changelog is written before
 their offsets are committed. Writes need a current event (its partition is
 the changelog's), as with Faust's table.
@@ -20,12 +24,14 @@ the changelog's), as with Faust's table.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from functools import cached_property, partial
+from typing import Any
 
 import faust
 from faust.streams import current_event
 from faust.types import TP
+from rocksdict import WriteBatch
 
 from agents.output import Output, Sent
 
@@ -46,33 +52,74 @@ class TableRows(MutableMapping[bytes, bytes]):
     def changelog(self) -> Output:
         return Output(self.app, self.table.changelog_topic.get_topic_name())
 
+    @cached_property
+    def _partition_db(self) -> Callable[[int], Any] | None:
+        """A RocksDB store's database of one partition (None: another store, used through its API)."""
+        store = self.store
+        if getattr(store, "use_rocksdict", False) and hasattr(store, "_db_for_partition"):
+            return store._db_for_partition  # type: ignore[no-any-return]
+        return None
+
     def __getitem__(self, key: bytes) -> bytes:
-        return self.store[key]
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
-        return self.store.get(key, default)
+        written = self._pending.get(key)
+        if written is not None:  # written in this batch (None in it: deleted)
+            return default if written[0] is None else written[0]
+        partition_db = self._partition_db
+        if partition_db is None:
+            return self.store.get(key, default)
+        value = partition_db(self._partition()).get(key)
+        return default if value is None else value
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         partition = self._partition()
-        self.store[key] = value
+        if self._partition_db is None:
+            self.store[key] = value
         self._pending[key] = (value, partition)
 
     def __delitem__(self, key: bytes) -> None:
+        if self.get(key) is None:
+            raise KeyError(key)
         partition = self._partition()
-        del self.store[key]
+        if self._partition_db is None:
+            del self.store[key]
         self._pending[key] = (None, partition)
 
     def __iter__(self) -> Iterator[bytes]:
+        """The keys written out (by ``flush()``), not this batch's."""
         return iter(self.store)
 
     def __len__(self) -> int:
         return len(self.store)
+
+    def _write_out(self, pending: dict[bytes, tuple[bytes | None, int]]) -> None:
+        """A RocksDB store gets a batch's writes as one write batch per partition."""
+        partition_db = self._partition_db
+        if partition_db is None:
+            return  # the store was written at once
+        batches: dict[int, WriteBatch] = {}
+        for key, (value, partition) in pending.items():
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = WriteBatch(raw_mode=True)  # as Faust opens it
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        for partition, batch in batches.items():
+            partition_db(partition).write(batch)
 
     async def flush(self) -> None:
         """Send the changelog messages of the writes since the last flush."""
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        self._write_out(pending)
         batches = await self.changelog.send_many(
             (key, value, partition) for key, (value, partition) in pending.items()
         )

@@ -993,9 +993,7 @@ def run_bench(args: argparse.Namespace) -> int:
         report = build_report(plan, settings, args, broker is not None, measured, started)
         report["started_at"] = started_at.isoformat()
         print_report(console, report)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        console.print(f"wrote {json_path}")
+        write_report(console, json_path, report)
         if args.plot:
             plot_latency(report, args.plot)
             console.print(f"wrote {args.plot}")
@@ -1224,6 +1222,13 @@ def _baseline_line(name: str, b: dict[str, Any]) -> str:
         f"{name}: {b['events_per_s']:.0f} events/s; at {b['latency_rate']:g}/s "
         f"p50 {_fmt(b['latency_ms']['p50'])} ms p99 {_fmt(b['latency_ms']['p99'])} ms"
     )
+
+
+def write_report(console: Any, json_path: Path, report: Any) -> None:
+    """Writes a bench's report as indented JSON and says where."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    console.print(f"wrote {json_path}")
 
 
 def print_report(console: Any, report: dict[str, Any]) -> None:

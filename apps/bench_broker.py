@@ -209,9 +209,10 @@ async def measure_all(work: Path, window_s: float) -> dict[str, list[dict[str, A
 
 
 def run_broker_bench(json_path: Any = None, *, window_s: float = 5.0) -> int:
-    import orjson
     from rich.console import Console
     from rich.table import Table
+
+    from apps.bench import write_report
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     with tempfile.TemporaryDirectory(prefix="riskstream-broker-bench-") as tmp:
@@ -232,7 +233,5 @@ def run_broker_bench(json_path: Any = None, *, window_s: float = 5.0) -> int:
             )
         console.print(table)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        console.print(f"wrote {json_path}")
+        write_report(console, json_path, report)
     return 0

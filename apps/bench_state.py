@@ -44,6 +44,7 @@ from apps.bench import (
     peak_rss_mb,
     produce_paced,
     topic_message_counts,
+    write_report,
 )
 from apps.broker import EmbeddedBroker, free_port
 from apps.settings import Settings
@@ -244,9 +245,7 @@ def run_state_bench(args: Any, settings: Settings) -> int:
         },
     }
     json_path = args.json or Path("var/bench") / f"bench-state-{started_at:%Y%m%d-%H%M%S}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    console.print(f"wrote {json_path}")
+    write_report(console, json_path, report)
     if not complete:
         console.print(f"[red]not every service answered every input; logs kept in {work}")
         return 1

@@ -98,9 +98,10 @@ def measure(kind: Kind, n: int) -> dict[str, Any]:
 
 
 def run_windows_bench(json_path: Any = None) -> int:
-    import orjson
     from rich.console import Console
     from rich.table import Table
+
+    from apps.bench import write_report
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     report: dict[str, list[dict[str, Any]]] = {}
@@ -118,7 +119,5 @@ def run_windows_bench(json_path: Any = None) -> int:
             table.add_row(f"{row['events']:,}", *cells, f"{row['stored_bytes']:,} B")
         console.print(table)
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        console.print(f"wrote {json_path}")
+        write_report(console, json_path, report)
     return 0

@@ -131,14 +131,21 @@ def test_the_latency_plot_is_written(tmp_path):
 @pytest.fixture(scope="module")
 def state_report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench-state") / "state.json"
+    run_bench("--state-size", "200", json_path=out, timeout=400)
+    return json.loads(out.read_text())
+
+
+def run_bench(*args: str, json_path: Path, timeout: float) -> str:
+    """Runs ``riskstream bench`` with ``args``, writing JSON to ``json_path``; its output."""
     proc = subprocess.run(
-        [sys.executable, "-c", RUN_BENCH, "--state-size", "200", "--json", str(out)],
+        [sys.executable, "-c", RUN_BENCH, *args, "--json", str(json_path)],
         cwd=REPO,
         capture_output=True,
-        timeout=400,
+        text=True,
+        timeout=timeout,
     )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr).decode(errors="replace")
-    return json.loads(out.read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 @pytest.mark.integration
@@ -181,16 +188,9 @@ def test_the_decision_is_fed_its_request_and_one_result_of_every_agent():
 
 def test_the_merchant_windows_bench_reports_each_size_and_way(tmp_path):
     out = tmp_path / "windows.json"
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN_BENCH, "--merchant-windows", "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "one transaction at a merchant" in proc.stdout
-    assert "one transaction at an account" in proc.stdout
+    printed = run_bench("--merchant-windows", json_path=out, timeout=120)
+    assert "one transaction at a merchant" in printed
+    assert "one transaction at an account" in printed
     report = json.loads(out.read_text())
     merchants, accounts = report["merchant_windows"], report["account_windows"]
     assert [r["events"] for r in merchants] == [100, 1_000, 5_000, 20_000]
@@ -205,16 +205,9 @@ def test_the_merchant_windows_bench_reports_each_size_and_way(tmp_path):
 
 def test_the_broker_costs_bench_reports_fetches_produce_requests_and_one_hop(tmp_path):
     out = tmp_path / "broker.json"
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN_BENCH, "--broker-costs", "--quick", "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "the embedded broker, idle" in proc.stdout
-    assert "one hop" in proc.stdout
+    printed = run_bench("--broker-costs", "--quick", json_path=out, timeout=180)
+    assert "the embedded broker, idle" in printed
+    assert "one hop" in printed
     report = json.loads(out.read_text())
     idle = {row["fetch_wait_ms"]: row for row in report["idle_fetches"]}
     assert sorted(idle) == [5, 20, 200]

@@ -101,11 +101,12 @@ def register(
         batches = Batches(stream, settings.batch_max_events, metrics.batches(name))
         async for batch in batches:
             outgoing: dict[Output, list[Outgoing]] = {t: [] for t in request_outputs}
-            parsed_batch = []
+            parsed_batch = []  # for the watermarks, when kept
             for event in batches.each(batch):
                 parsed = parse_transaction(event.value)
                 await send_for(event, parsed, may_rekey, outgoing)
-                parsed_batch.append((event, parsed))
+                if watermarks is not None:
+                    parsed_batch.append((event, parsed))
             await seen.flush()
             for topic, messages in outgoing.items():
                 for sent in await topic.send_many(messages):

@@ -20,7 +20,6 @@ The broker's CPU is read from ``/proc/<pid>/stat`` around each window.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.benchstats import percentile
+from apps.bench import cpu_time_s
 from apps.broker import EmbeddedBroker, free_port
 from apps.kafka import create_topics
 from apps.settings import Settings
@@ -42,9 +42,10 @@ FETCH_API_KEY = 1  # Kafka's Fetch request
 
 
 def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = cpu_time_s(pid)
+    if cpu is None:
+        raise RuntimeError("the embedded broker exited during the measurement")
+    return cpu
 
 
 class _Fetches:

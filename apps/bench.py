@@ -178,11 +178,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "request, and one hop's latency (apps/bench_broker.py)",
     )
     parser.add_argument(
+        "--batch-costs",
+        action="store_true",
+        help="instead of the runs: each service alone, its input at steady rates, its CPU "
+        "per batch and per message (apps/bench_batches.py)",
+    )
+    parser.add_argument(
         "--state-service",
         action="append",
         dest="state_services",
         choices=topics.SERVICES,
-        help="with --state-size: only this service (repeatable; default all five)",
+        help="with --state-size or --batch-costs: only this service (repeatable; default all five)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -947,6 +953,12 @@ def run_bench(args: argparse.Namespace) -> int:
         from apps.bench_broker import run_broker_bench
 
         return run_broker_bench(args.json, window_s=1.5 if args.quick else 5.0)
+    if args.batch_costs:
+        if args.broker:
+            raise SystemExit("riskstream bench: --batch-costs starts its own brokers")
+        from apps.bench_batches import run_batch_bench
+
+        return run_batch_bench(args)
     if args.state_size:
         if args.broker:
             raise SystemExit("riskstream bench: --state-size starts its own brokers")

@@ -219,3 +219,40 @@ def test_the_broker_costs_bench_reports_fetches_produce_requests_and_one_hop(tmp
     assert all(r["broker_ms_per_request"] > 0 for r in report["produce"])
     for hop in report["one_hop"]:
         assert hop["messages"] > 0 and 0 < hop["p50_ms"] <= hop["p99_ms"]
+
+
+def test_the_batch_costs_bench_measures_the_service_alone_at_each_rate(tmp_path):
+    out = tmp_path / "batches.json"
+    printed = run_bench(
+        "--batch-costs", "--quick", "--state-service", "profile", json_path=out, timeout=240
+    )
+    assert "profile alone" in printed
+    report = json.loads(out.read_text())
+    result = report["services"]["profile"]
+    idle, *fed = result["rates"]
+    assert [idle["rate"]] + [row["rate"] for row in fed] == [0.0, 100.0, 1000.0]
+    assert idle["messages"] == 0 and idle["batches_per_s"] == 0
+    assert idle["service_cores"] > 0  # polling costs something even idle
+    for row in fed:
+        # Every message offered in the window was handled, in batches, before it ended.
+        assert row["messages"] == row["rate"] * report["window_s"]
+        assert row["batches_per_s"] > 0 and row["messages_per_batch"] >= 1
+        assert row["ms_per_batch"] > row["ms_per_message"] > 0 and row["broker_cores"] > 0
+    assert not pid_alive(result["pids"]["service"]) and not pid_alive(result["pids"]["broker"])
+
+
+def test_the_decision_alone_gets_each_request_followed_by_its_three_results():
+    from agents import topics
+    from apps.bench_batches import interleaved
+
+    messages = interleaved("decision", 10, seed=1)
+    assert len(messages) == 10
+    order = [
+        topics.DECISION_REQUESTS,
+        *(topics.results_topic(a) for a in ("velocity", "profile", "geo")),
+    ]
+    assert [topic for topic, _, _ in messages] == (order * 3)[:10]
+    for i in range(0, 8, 4):  # one analysis: one key, the analysis id
+        assert len({key for _, key, _ in messages[i : i + 4]}) == 1
+    ((topic, _, _),) = {(t, None, None) for t, _, _ in interleaved("geo", 5, seed=1)}
+    assert topic == topics.requests_topic("geo")

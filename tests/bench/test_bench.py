@@ -237,7 +237,7 @@ def test_the_batch_costs_bench_measures_the_service_alone_at_each_rate(tmp_path)
         # Every message offered in the window was handled, in batches, before it ended.
         assert row["messages"] == row["rate"] * report["window_s"]
         assert row["batches_per_s"] > 0 and row["messages_per_batch"] >= 1
-        assert row["ms_per_batch"] > row["ms_per_message"] > 0 and row["broker_cores"] > 0
+        assert row["ms_per_batch"] >= row["ms_per_message"] > 0 and row["broker_cores"] > 0
     assert not pid_alive(result["pids"]["service"]) and not pid_alive(result["pids"]["broker"])
 
 
@@ -254,5 +254,6 @@ def test_the_decision_alone_gets_each_request_followed_by_its_three_results():
     assert [topic for topic, _, _ in messages] == (order * 3)[:10]
     for i in range(0, 8, 4):  # one analysis: one key, the analysis id
         assert len({key for _, key, _ in messages[i : i + 4]}) == 1
-    ((topic, _, _),) = {(t, None, None) for t, _, _ in interleaved("geo", 5, seed=1)}
-    assert topic == topics.requests_topic("geo")
+    assert {topic for topic, _, _ in interleaved("geo", 5, seed=1)} == {
+        topics.requests_topic("geo")
+    }

@@ -579,7 +579,7 @@ class Bench:
                 raise RuntimeError(f"{sp.name} exited during the bench:\n{sp.log_tail()}")
 
     def say(self, text: str) -> None:
-        self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
+        say(self.console, text)
 
     async def run(self) -> dict[str, Any]:
         plan = self.plan
@@ -958,7 +958,7 @@ def run_bench(args: argparse.Namespace) -> int:
             raise SystemExit("riskstream bench: --batch-costs starts its own brokers")
         from apps.bench_batches import run_batch_bench
 
-        return run_batch_bench(args)
+        return run_batch_bench(args, settings)
     if args.state_size:
         if args.broker:
             raise SystemExit("riskstream bench: --state-size starts its own brokers")
@@ -1234,6 +1234,11 @@ def _baseline_line(name: str, b: dict[str, Any]) -> str:
         f"{name}: {b['events_per_s']:.0f} events/s; at {b['latency_rate']:g}/s "
         f"p50 {_fmt(b['latency_ms']['p50'])} ms p99 {_fmt(b['latency_ms']['p99'])} ms"
     )
+
+
+def say(console: Any, text: str) -> None:
+    """A progress line, with the time."""
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
 
 
 def write_report(console: Any, json_path: Path, report: Any) -> None:

@@ -20,7 +20,7 @@ answer, the acknowledgements) is paid per message.
 from __future__ import annotations
 
 import asyncio
-import shutil
+import functools
 import sys
 import tempfile
 import time
@@ -32,10 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents import topics
 from apps.bench import DataSource, cpu_time_s, librdkafka_producer, write_report
-from apps.bench_state import inputs_for
-from apps.broker import EmbeddedBroker, free_port
+from apps.bench import say as say_line
+from apps.bench_state import inputs_for, service_alone
 from apps.settings import Settings
-from apps.supervisor import Supervisor
 
 RATES = (0.0, 100.0, 300.0, 1000.0)
 QUICK_RATES = (0.0, 100.0, 1000.0)
@@ -97,43 +96,35 @@ def wait_handled(web_port: int, target: float, pid: int, timeout_s: float) -> No
         time.sleep(0.05)
 
 
-def measure_service(
-    service: str, rates: tuple[float, ...], window_s: float, work: Path, say: Any
+async def measure_service(
+    service: str,
+    rates: tuple[float, ...],
+    window_s: float,
+    base: Settings,
+    work: Path,
+    say: Any,
 ) -> dict[str, Any]:
-    root = work / service
-    root.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(port=free_port(), log_path=root / "broker.log").start()
-    supervisor: Supervisor | None = None
-    try:
-        assert broker.process is not None
-        settings = Settings(broker=broker.url, data_dir=root / "data")
-        from apps.kafka import create_topics
-
-        asyncio.run(create_topics(settings))
-        env = {"RISKSTREAM_DECISION_MODE": "wait_for_all"} if service == "decision" else {}
-        supervisor = Supervisor(settings, root / "logs", extra_env=env)
-        web_port = free_port()
-        sp = supervisor.start(service, web_port)
-        supervisor.wait_ready(180.0)
-        assert sp.pid is not None
-        producer = librdkafka_producer(settings.bootstrap_servers, settings)
-        time.sleep(2.0)  # past the first commits and metadata refreshes
+    async with service_alone(service, base, work / service) as alone:
+        pid, broker_pid, web_port = alone.service.pid, alone.pids["broker"], alone.web_port
+        assert pid is not None and broker_pid is not None
+        producer = librdkafka_producer(alone.settings.bootstrap_servers, alone.settings)
+        await asyncio.sleep(2.0)  # past the first commits and metadata refreshes
         rows = []
         for i, rate in enumerate(rates):
             messages = interleaved(service, int(rate * window_s), seed=11 + i) if rate else []
-            cpu0, broker0 = cpu_time_s(sp.pid) or 0.0, cpu_time_s(broker.process.pid) or 0.0
-            batches0, handled0 = handled(web_port)
+            cpu0, broker0 = cpu_time_s(pid) or 0.0, cpu_time_s(broker_pid) or 0.0
+            batches0, handled0 = await asyncio.to_thread(handled, web_port)
             t0 = time.monotonic()
             if messages:
-                produce_at(producer, messages, rate)
+                await asyncio.to_thread(produce_at, producer, messages, rate)
                 target = handled0 + len(messages) * HANDLED_PER_INPUT.get(service, 1)
-                wait_handled(web_port, target, sp.pid, 60.0)
+                await asyncio.to_thread(wait_handled, web_port, target, pid, 60.0)
             else:
-                time.sleep(window_s)
+                await asyncio.sleep(window_s)
             elapsed = time.monotonic() - t0
-            cpu = (cpu_time_s(sp.pid) or 0.0) - cpu0
-            broker_cpu = (cpu_time_s(broker.process.pid) or 0.0) - broker0
-            batches1, handled1 = handled(web_port)
+            cpu = (cpu_time_s(pid) or 0.0) - cpu0
+            broker_cpu = (cpu_time_s(broker_pid) or 0.0) - broker0
+            batches1, handled1 = await asyncio.to_thread(handled, web_port)
             batches, n = batches1 - batches0, handled1 - handled0
             rows.append(
                 {
@@ -150,15 +141,22 @@ def measure_service(
             )
             say(f"{service} at {rate:g}/s: {rows[-1]['service_cores']} cores")
         del producer  # closed while its broker still runs
-        return {"pids": {"service": sp.pid, "broker": broker.process.pid}, "rates": rows}
-    finally:
-        if supervisor is not None:
-            supervisor.stop_all()
-        broker.stop()
-        shutil.rmtree(root / "data", ignore_errors=True)
+        return {"pids": alone.pids, "rates": rows}
 
 
-def run_batch_bench(args: Any) -> int:
+async def measure_all(
+    services: list[str], rates: tuple[float, ...], window_s: float, base: Settings, say: Any
+) -> dict[str, Any]:
+    report: dict[str, Any] = {"window_s": window_s, "services": {}}
+    with tempfile.TemporaryDirectory(prefix="riskstream-bench-batches-") as tmp:
+        for service in services:
+            report["services"][service] = await measure_service(
+                service, rates, window_s, base, Path(tmp), say
+            )
+    return report
+
+
+def run_batch_bench(args: Any, settings: Settings) -> int:
     """The --batch-costs mode of `riskstream bench`."""
     from rich.console import Console
     from rich.table import Table
@@ -166,14 +164,8 @@ def run_batch_bench(args: Any) -> int:
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     rates, window_s = (QUICK_RATES, 3.0) if args.quick else (RATES, 10.0)
     services = args.state_services or list(topics.SERVICES)
-
-    def say(text: str) -> None:
-        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
-
-    report: dict[str, Any] = {"window_s": window_s, "services": {}}
-    with tempfile.TemporaryDirectory(prefix="riskstream-bench-batches-") as tmp:
-        for service in services:
-            report["services"][service] = measure_service(service, rates, window_s, Path(tmp), say)
+    say = functools.partial(say_line, console)
+    report = asyncio.run(measure_all(services, rates, window_s, settings, say))
     for service, result in report["services"].items():
         table = Table(title=f"{service} alone: its input at a steady rate (messages/s)")
         for column in result["rates"][0]:

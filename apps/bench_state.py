@@ -20,11 +20,15 @@ process it starts is stopped by its pid.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import functools
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +50,10 @@ from apps.bench import (
     topic_message_counts,
     write_report,
 )
+from apps.bench import say as say_line
 from apps.broker import EmbeddedBroker, free_port
 from apps.settings import Settings
-from apps.supervisor import Supervisor
+from apps.supervisor import ServiceProcess, Supervisor
 
 CHUNK = 1000  # analyses fed to the decision service at a time
 OUTPUT = {
@@ -115,10 +120,30 @@ async def wait_for_output(
     return seen, time.monotonic()
 
 
-async def measure_service(
-    service: str, n: int, base: Settings, work: Path, say: Any, stall_s: float
-) -> dict[str, Any]:
-    root = work / service
+@dataclass
+class Alone:
+    """One service running alone on its own fresh embedded broker."""
+
+    settings: Settings
+    broker: EmbeddedBroker
+    service: ServiceProcess
+    web_port: int
+
+    @property
+    def pids(self) -> dict[str, int | None]:
+        return {
+            "service": self.service.pid,
+            "broker": self.broker.process.pid if self.broker.process else None,
+        }
+
+
+@contextlib.asynccontextmanager
+async def service_alone(service: str, base: Settings, root: Path) -> AsyncIterator[Alone]:
+    """The service alone on a fresh broker, ready; stopped by its pid, with the broker, after.
+
+    The decision runs in ``wait_for_all`` mode, so that no deadline decides
+    before a result is read. Its data dir is removed after; the logs stay.
+    """
     root.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker(port=free_port(), log_path=root / "broker.log")
     broker.start()
@@ -130,45 +155,57 @@ async def measure_service(
         await create_topics(settings)
         env = {"RISKSTREAM_DECISION_MODE": "wait_for_all"} if service == "decision" else {}
         supervisor = Supervisor(settings, root / "logs", extra_env=env)
-        sp = supervisor.start(service, free_port())
+        web_port = free_port()
+        sp = supervisor.start(service, web_port)
         await asyncio.to_thread(supervisor.wait_ready, 180.0)
         assert sp.pid is not None
-        rss_ready = peak_rss_mb(sp.pid)
+        yield Alone(settings, broker, sp, web_port)
+    finally:
+        if supervisor is not None:
+            supervisor.stop_all()
+        broker.stop()
+        shutil.rmtree(root / "data", ignore_errors=True)
+
+
+async def measure_service(
+    service: str, n: int, base: Settings, work: Path, say: Any, stall_s: float
+) -> dict[str, Any]:
+    root = work / service
+    async with service_alone(service, base, root) as alone:
+        settings, pid = alone.settings, alone.service.pid
+        assert pid is not None
+        rss_ready = peak_rss_mb(pid)
 
         source = DataSource(accounts=1000, seed=11)  # the accounts are replaced below
         raw = source.batch("state-", n, lambda i, tx: f"state-{i:07d}")
         producer = librdkafka_producer(settings.bootstrap_servers, settings)
-        cpu0, t0 = cpu_time_s(sp.pid) or 0.0, time.monotonic()
+        cpu0, t0 = cpu_time_s(pid) or 0.0, time.monotonic()
         say(f"{service}: {n} accounts ...")
         for topic, messages in inputs_for(service, raw):
             await produce_paced(producer, topic, messages, 0.0)
         producer.flush(60)
         del producer  # closed while its broker still runs
-        done, t_end = await wait_for_output(settings, OUTPUT[service], n, sp.pid, stall_s)
+        done, t_end = await wait_for_output(settings, OUTPUT[service], n, pid, stall_s)
         elapsed = t_end - t0
         await asyncio.sleep(2.0)  # let the last changelog writes and commits land
+        broker_pid = alone.pids["broker"]
         result = {
-            "pids": {"service": sp.pid, "broker": broker.process.pid if broker.process else None},
+            "pids": alone.pids,
             "accounts": n,
             "outputs": done,
-            "peak_rss_mb": peak_rss_mb(sp.pid),
+            "peak_rss_mb": peak_rss_mb(pid),
             "rss_when_ready_mb": rss_ready,
-            "cpu_s": (cpu_time_s(sp.pid) or 0.0) - cpu0,
+            "cpu_s": (cpu_time_s(pid) or 0.0) - cpu0,
             "elapsed_s": elapsed,
             "per_s": done / elapsed if elapsed > 0 else None,
             "data_dir_mb": dir_size_mb(root / "data"),
-            "broker_peak_rss_mb": peak_rss_mb(broker.process.pid) if broker.process else None,
+            "broker_peak_rss_mb": peak_rss_mb(broker_pid) if broker_pid else None,
         }
         say(
             f"{service}: {done}/{n} in {elapsed:.0f}s ({result['per_s']:.0f}/s), "
             f"peak RSS {result['peak_rss_mb']:.0f} MB, data dir {result['data_dir_mb']:.0f} MB"
         )
         return result
-    finally:
-        if supervisor is not None:
-            supervisor.stop_all()
-        broker.stop()
-        shutil.rmtree(root / "data", ignore_errors=True)  # the logs stay until the end
 
 
 async def run_state_size(
@@ -194,8 +231,7 @@ def run_state_bench(args: Any, settings: Settings) -> int:
     started_at = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="riskstream-bench-state-"))
 
-    def say(text: str) -> None:
-        console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
+    say = functools.partial(say_line, console)
 
     try:
         measured = asyncio.run(

@@ -352,6 +352,53 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
         proc.wait(10)
 
 
+def baseline_topics(kind: str, source: str, sink: str, app_id: str, partitions: int) -> list:
+    """The topics a baseline reads and writes (and the naive one's table changelog)."""
+    from aiokafka.admin import NewTopic
+
+    new = [NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)]
+    if kind == "naive":
+        changelog = f"{app_id}-totals-changelog"
+        new.append(NewTopic(changelog, partitions, 1, topic_configs={"cleanup.policy": "compact"}))
+    return new
+
+
+def start_baseline(
+    settings: Settings,
+    name: str,
+    kind: str,
+    *,
+    source: str,
+    sink: str,
+    app_id: str,
+    compat: bool,
+    work: Path,
+) -> Baseline:
+    """A one-stage baseline (apps/bench_baseline.py) as a process of its own; its log in work/logs."""
+    log_path = work / "logs" / f"baseline-{name.replace('_', '-')}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "apps.bench_baseline", kind, "--source", source]
+    cmd += ["--sink", sink, "--app-id", app_id] + (["--compat"] if compat else [])
+    env = {
+        **os.environ,
+        "RISKSTREAM_BROKER": settings.broker,
+        "RISKSTREAM_PARTITIONS": str(settings.partitions),
+        "RISKSTREAM_DATA_DIR": str(work / "baseline"),
+        "RISKSTREAM_WEB_PORT": str(free_port()),
+        "RISKSTREAM_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
+    }
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Baseline(name, proc, log_path)
+
+
 # -- producing and collecting ------------------------------------------------
 
 
@@ -713,40 +760,23 @@ class Bench:
         }
 
     async def baseline(self, name: str, kind: str, compat: bool) -> dict[str, Any]:
-        from aiokafka.admin import NewTopic
-
         tag = name.replace("_", "-")
         source = f"bench.{self.run_id}.{tag}.in"
         sink = f"bench.{self.run_id}.{tag}.out"
         app_id = f"bench-{self.run_id}-{tag}"
-        p = self.settings.partitions
-        new = [NewTopic(source, p, 1), NewTopic(sink, p, 1)]
-        if kind == "naive":
-            changelog = f"{app_id}-totals-changelog"
-            new.append(NewTopic(changelog, p, 1, topic_configs={"cleanup.policy": "compact"}))
+        new = baseline_topics(kind, source, sink, app_id, self.settings.partitions)
         await create_extra_topics(self.settings, new)
-
-        log_path = self.work / "logs" / f"baseline-{tag}.log"
-        cmd = [sys.executable, "-m", "apps.bench_baseline", kind, "--source", source]
-        cmd += ["--sink", sink, "--app-id", app_id] + (["--compat"] if compat else [])
-        env = {
-            **os.environ,
-            "RISKSTREAM_BROKER": self.settings.broker,
-            "RISKSTREAM_PARTITIONS": str(p),
-            "RISKSTREAM_DATA_DIR": str(self.work / "baseline"),
-            "RISKSTREAM_WEB_PORT": str(free_port()),
-            "RISKSTREAM_FETCH_MAX_WAIT_MS": str(self.settings.fetch_max_wait_ms),
-        }
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                cmd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        base = Baseline(name, proc, log_path)
+        base = start_baseline(
+            self.settings,
+            name,
+            kind,
+            source=source,
+            sink=sink,
+            app_id=app_id,
+            compat=compat,
+            work=self.work,
+        )
+        proc = base.process
         self.baselines_started.append(base)
         self.procs.pids[name] = proc.pid
         collector = await Collector(self.settings, sink, parse_baseline, from_start=True).start()

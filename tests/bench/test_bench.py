@@ -221,24 +221,40 @@ def test_the_broker_costs_bench_reports_fetches_produce_requests_and_one_hop(tmp
         assert hop["messages"] > 0 and 0 < hop["p50_ms"] <= hop["p99_ms"]
 
 
-def test_the_batch_costs_bench_measures_the_service_alone_at_each_rate(tmp_path):
+def test_the_batch_costs_bench_measures_the_service_and_the_baselines_alone_at_each_rate(
+    tmp_path,
+):
     out = tmp_path / "batches.json"
     printed = run_bench(
-        "--batch-costs", "--quick", "--state-service", "profile", json_path=out, timeout=240
+        "--batch-costs", "--quick", "--state-service", "profile", json_path=out, timeout=300
     )
-    assert "profile alone" in printed
+    assert "profile alone" in printed and "baseline aiokafka_relay alone" in printed
     report = json.loads(out.read_text())
+    wake = report["machine"]["event_loop_wake"]
+    assert wake["cpu_us_per_wake"] > 0 and wake["cpu_us_per_busy_turn"] > 0
     result = report["services"]["profile"]
     idle, *fed = result["rates"]
     assert [idle["rate"]] + [row["rate"] for row in fed] == [0.0, 100.0, 1000.0]
     assert idle["messages"] == 0 and idle["batches_per_s"] == 0
-    assert idle["service_cores"] > 0  # polling costs something even idle
+    assert idle["cores"] > 0  # polling costs something even idle
     for row in fed:
         # Every message offered in the window was handled, in batches, before it ended.
         assert row["messages"] == row["rate"] * report["window_s"]
         assert row["batches_per_s"] > 0 and row["messages_per_batch"] >= 1
         assert row["ms_per_batch"] >= row["ms_per_message"] > 0 and row["broker_cores"] > 0
     assert not pid_alive(result["pids"]["service"]) and not pid_alive(result["pids"]["broker"])
+    assert set(report["baselines"]) == {"aiokafka_relay", "faust_naive_compat"}
+    relay = report["baselines"]["aiokafka_relay"]["rates"]
+    for name, baseline in report["baselines"].items():
+        assert [row["rate"] for row in baseline["rates"]] == [0.0, 100.0, 1000.0]
+        for row in baseline["rates"][1:]:
+            # Each relayed all it was offered, and its CPU is a multiple of the relay's.
+            assert row["messages"] == row["rate"] * report["window_s"], name
+            assert row["ms_per_message"] > 0 and row["batches_per_s"] is None
+        assert all(p and not pid_alive(p) for p in baseline["pids"].values()), name
+    for row, floor in zip(result["rates"], relay, strict=True):
+        assert row["x_relay"] == round(row["cores"] / floor["cores"], 2)
+    assert all(row["x_relay"] == 1.0 for row in relay)
 
 
 def test_the_decision_alone_gets_each_request_followed_by_its_three_results():

@@ -184,6 +184,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "per batch and per message (apps/bench_batches.py)",
     )
     parser.add_argument(
+        "--relay-chain",
+        action="store_true",
+        help="instead of the runs: the pipeline's longest path as four raw aiokafka relays, "
+        "paced at each --rate (default 100, 500, 0): the floor of its cost and latency "
+        "(apps/bench_chain.py)",
+    )
+    parser.add_argument(
+        "--chain-hops",
+        type=int,
+        default=4,
+        metavar="N",
+        help="with --relay-chain: relays in the chain (default 4, the pipeline's longest path; "
+        "3 is the contract's: orchestrator, an agent, the decision)",
+    )
+    parser.add_argument(
         "--state-service",
         action="append",
         dest="state_services",
@@ -989,6 +1004,12 @@ def run_bench(args: argparse.Namespace) -> int:
         from apps.bench_batches import run_batch_bench
 
         return run_batch_bench(args, settings)
+    if args.relay_chain:
+        if args.broker:
+            raise SystemExit("riskstream bench: --relay-chain starts its own broker")
+        from apps.bench_chain import run_chain_bench
+
+        return run_chain_bench(args, settings)
     if args.state_size:
         if args.broker:
             raise SystemExit("riskstream bench: --state-size starts its own brokers")

@@ -257,6 +257,35 @@ def test_the_batch_costs_bench_measures_the_service_and_the_baselines_alone_at_e
     assert all(row["x_relay"] == 1.0 for row in relay)
 
 
+def test_the_relay_chain_passes_every_event_through_four_relays_and_stops_them(tmp_path):
+    out = tmp_path / "chain.json"
+    printed = run_bench("--relay-chain", "--quick", "--rate", "100", json_path=out, timeout=240)
+    assert "4 raw relays in a chain" in printed
+    report = json.loads(out.read_text())
+    assert report["hops"] == 4 and report["fetch_max_wait_ms"] > 0
+    (run,) = report["runs"]
+    assert run["rate"] == 100 and run["transactions"] == 500 and run["lost"] == 0
+    lat = run["latency_ms"]
+    assert lat["count"] == 500 and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    # Four hops each wait for a fetch: no event crosses them in less than a millisecond.
+    assert lat["p50"] > 1.0
+    assert run["relays_cores"] > 0 and run["broker_cores"] > 0 and run["per_s"] > 0
+    assert len(report["pids"]) == 5
+    assert not any(pid_alive(pid) for pid in report["pids"].values())
+
+
+def test_a_relay_chain_of_no_relays_is_refused_before_anything_starts():
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_BENCH, "--relay-chain", "--chain-hops", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "--chain-hops must be at least 1" in proc.stderr
+
+
 def test_the_decision_alone_gets_each_request_followed_by_its_three_results():
     from agents import topics
     from apps.bench_batches import interleaved

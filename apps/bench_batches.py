@@ -55,8 +55,7 @@ from apps.bench import (
     write_report,
 )
 from apps.bench import say as say_line
-from apps.bench_state import inputs_for, service_alone
-from apps.broker import EmbeddedBroker, free_port
+from apps.bench_state import fresh_broker, inputs_for, service_alone
 from apps.settings import Settings
 
 RATES = (0.0, 100.0, 300.0, 1000.0)
@@ -112,10 +111,11 @@ def produce_at(producer: Any, messages: list[tuple[str, bytes, bytes]], rate: fl
         raise RuntimeError("the load generator could not deliver its messages")
 
 
-Counter = Callable[[], Awaitable[tuple[float | None, float]]]
+# (batches or None, messages) handled so far
+HandledSoFar = Callable[[], Awaitable[tuple[float | None, float]]]
 
 
-async def wait_count(count: Counter, target: float, pid: int, timeout_s: float, poll_s: float):
+async def wait_count(count: HandledSoFar, target: float, pid: int, timeout_s: float, poll_s: float):
     deadline = time.monotonic() + timeout_s
     while (await count())[1] < target:
         if cpu_time_s(pid) is None:
@@ -130,7 +130,7 @@ async def measure_rates(
     pid: int,
     broker_pid: int,
     messages_at: Callable[[int, float], list[tuple[str, bytes, bytes]]],
-    count: Counter,
+    count: HandledSoFar,
     per_input: int,
     rates: tuple[float, ...],
     window_s: float,
@@ -220,55 +220,57 @@ async def measure_baseline(
     work: Path,
     say: Any,
 ) -> dict[str, Any]:
-    """A one-stage baseline alone on a fresh broker, offered the same rates; stopped by its pid."""
-    root = work / name
-    root.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(port=free_port(), log_path=root / "broker.log")
-    broker.start()
-    baseline: Baseline | None = None
-    try:
-        settings = base.model_copy(update={"broker": broker.url, "data_dir": root / "data"})
-        app_id = f"bench-floor-{kind}"
-        await create_extra_topics(
-            settings,
-            baseline_topics(kind, BASELINE_SOURCE, BASELINE_SINK, app_id, settings.partitions),
-        )
-        baseline = start_baseline(
-            settings,
-            name,
-            kind,
-            source=BASELINE_SOURCE,
-            sink=BASELINE_SINK,
-            app_id=app_id,
-            compat=compat,
-            work=root,
-        )
-        pid, broker_pid = baseline.process.pid, broker.process.pid
-        producer = librdkafka_producer(settings.bootstrap_servers, settings)
+    """A one-stage baseline alone on a fresh broker, offered the same rates; stopped by its pid.
 
-        async def count() -> tuple[float | None, float]:
-            if baseline.process.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{baseline.log_tail()}")
-            return None, (await topic_message_counts(settings, [BASELINE_SINK]))[BASELINE_SINK]
+    What it relayed is counted from its output topic's high-water marks, read
+    by a short-lived consumer every 0.2 s while a window drains: a few
+    requests more for the broker, in that window's last moments only.
+    """
+    async with fresh_broker(base, work / name) as (broker, settings):
+        baseline: Baseline | None = None
+        try:
+            app_id = f"bench-floor-{kind}"
+            await create_extra_topics(
+                settings,
+                baseline_topics(kind, BASELINE_SOURCE, BASELINE_SINK, app_id, settings.partitions),
+            )
+            baseline = start_baseline(
+                settings,
+                name,
+                kind,
+                source=BASELINE_SOURCE,
+                sink=BASELINE_SINK,
+                app_id=app_id,
+                compat=compat,
+                work=work / name,
+            )
+            pid, broker_pid = baseline.process.pid, broker.process.pid
+            producer = librdkafka_producer(settings.bootstrap_servers, settings)
+            started = baseline
 
-        # Ready when it relays a probe: it has its partitions.
-        probe = [(BASELINE_SOURCE, key, value) for _, key, value in baseline_events("p-", 1, 1)]
-        await asyncio.to_thread(produce_at, producer, probe, 1.0)
-        await wait_count(count, 1, pid, 180.0, 0.5)
+            async def count() -> tuple[float | None, float]:
+                if started.process.poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{started.log_tail()}")
+                counts = await topic_message_counts(settings, [BASELINE_SINK])
+                return None, counts[BASELINE_SINK]
 
-        def messages_at(i: int, rate: float) -> list[tuple[str, bytes, bytes]]:
-            events = baseline_events(f"f{i}-", int(rate * window_s), 1000)
-            return [(BASELINE_SOURCE, key, value) for _, key, value in events]
+            # Ready when it relays a probe: it has its partitions.
+            probe = [(BASELINE_SOURCE, k, v) for _, k, v in baseline_events("p-", 1, 1)]
+            await asyncio.to_thread(produce_at, producer, probe, 1.0)
+            await wait_count(count, 1, pid, 180.0, 0.5)
 
-        rows = await measure_rates(
-            name, pid, broker_pid, messages_at, count, 1, rates, window_s, producer, say, 0.2
-        )
-        del producer
-        return {"pids": {"baseline": pid, "broker": broker_pid}, "rates": rows}
-    finally:
-        if baseline is not None:
-            stop_process(baseline.process)
-        broker.stop()
+            def messages_at(i: int, rate: float) -> list[tuple[str, bytes, bytes]]:
+                events = baseline_events(f"f{i}-", int(rate * window_s), 1000)
+                return [(BASELINE_SOURCE, key, value) for _, key, value in events]
+
+            rows = await measure_rates(
+                name, pid, broker_pid, messages_at, count, 1, rates, window_s, producer, say, 0.2
+            )
+            del producer  # closed while its broker still runs
+            return {"pids": {"baseline": pid, "broker": broker_pid}, "rates": rows}
+        finally:
+            if baseline is not None:
+                stop_process(baseline.process)
 
 
 def wake_cost(wakes: int = 200, sleep_s: float = 0.01) -> dict[str, float]:

@@ -42,7 +42,7 @@ from apps.bench import (
     write_report,
 )
 from apps.bench import say as say_line
-from apps.broker import EmbeddedBroker, free_port
+from apps.bench_state import fresh_broker
 from apps.settings import Settings
 
 RATES = (100.0, 500.0, 0.0)
@@ -75,85 +75,89 @@ async def _ready(producer: Any, collector: Collector, first: str, relays: list[B
 async def measure_chain(
     hops: int, rates: tuple[float, ...], n: int, base: Settings, work: Path, say: Any
 ) -> dict[str, Any]:
-    broker = EmbeddedBroker(port=free_port(), log_path=work / "broker.log")
-    broker.start()
-    relays: list[Baseline] = []
-    collector: Collector | None = None
-    try:
-        from aiokafka.admin import NewTopic
+    async with fresh_broker(base, work) as (broker, settings):
+        relays: list[Baseline] = []
+        collector: Collector | None = None
+        try:
+            from aiokafka.admin import NewTopic
 
-        settings = base.model_copy(update={"broker": broker.url, "data_dir": work / "data"})
-        names = chain_topics(hops)
-        await create_extra_topics(settings, [NewTopic(t, settings.partitions, 1) for t in names])
-        for i in range(hops):
-            relays.append(
-                start_baseline(
-                    settings,
-                    f"relay_{i + 1}",
-                    "relay",
-                    source=names[i],
-                    sink=names[i + 1],
-                    app_id=f"chain-{i + 1}",
-                    compat=False,
-                    work=work,
+            names = chain_topics(hops)
+            topics = [NewTopic(t, settings.partitions, 1) for t in names]
+            await create_extra_topics(settings, topics)
+            for i in range(hops):
+                relays.append(
+                    start_baseline(
+                        settings,
+                        f"relay_{i + 1}",
+                        "relay",
+                        source=names[i],
+                        sink=names[i + 1],
+                        app_id=f"chain-{i + 1}",
+                        compat=False,
+                        work=work,
+                    )
                 )
-            )
-        producer = librdkafka_producer(settings.bootstrap_servers, settings)
-        collector = await Collector(settings, names[-1], parse_baseline).start()
-        await _ready(producer, collector, names[0], relays)
-        pids = {r.name: r.process.pid for r in relays}
-        pids["broker"] = broker.process.pid
-        runs = []
-        for i, rate in enumerate(rates):
-            events = baseline_events(f"c{i}-", n, 1000)
-            cpu0 = {name: cpu_time_s(pid) or 0.0 for name, pid in pids.items()}
-            produced = await produce_paced(producer, names[0], events, rate)
-            missing = await collector.wait_for(
-                produced, idle_s=30.0, check=functools.partial(_check, relays)
-            )
-            matched = match_times(produced, collector.times())
-            elapsed = (matched.last_consume_s or time.perf_counter()) - (
-                matched.first_produce_s or 0.0
-            )
-            cpu = {name: (cpu_time_s(pid) or 0.0) - cpu0[name] for name, pid in pids.items()}
-            relay_cpu = sum(v for k, v in cpu.items() if k != "broker")
-            runs.append(
-                {
-                    "rate": rate,
-                    "transactions": len(produced),
-                    "lost": missing,
-                    "per_s": round(
-                        throughput(
-                            matched.matched, matched.first_produce_s, matched.last_consume_s
-                        ),
-                        1,
-                    ),
-                    "latency_ms": latency_summary(matched.latencies_ms),
-                    "relays_cores": round(relay_cpu / elapsed, 3),
-                    "broker_cores": round(cpu["broker"] / elapsed, 3),
-                    "cpu_ms_per_transaction": round(
-                        1000 * (relay_cpu + cpu["broker"]) / max(1, matched.matched), 3
-                    ),
-                }
-            )
-            lat = runs[-1]["latency_ms"]
-            say(
-                f"{hops} relays at {rate:g}/s: {runs[-1]['per_s']:,}/s, "
-                f"p50 {lat['p50'] or 0:.1f} ms, p99 {lat['p99'] or 0:.1f} ms"
-            )
-        del producer  # closed while its broker still runs
-        return {
-            "hops": hops,
-            "fetch_max_wait_ms": settings.fetch_max_wait_ms,
-            "pids": pids,
-            "runs": runs,
-        }
-    finally:
-        if collector is not None:
-            await collector.stop()
-        for relay in relays:
-            stop_process(relay.process)
-        broker.stop()
+            producer = librdkafka_producer(settings.bootstrap_servers, settings)
+            collector = await Collector(settings, names[-1], parse_baseline).start()
+            await _ready(producer, collector, names[0], relays)
+            pids = {r.name: r.process.pid for r in relays}
+            pids["broker"] = broker.process.pid
+            runs = []
+            for i, rate in enumerate(rates):
+                runs.append(await _run(i, rate, n, producer, collector, names[0], relays, pids))
+                lat = runs[-1]["latency_ms"]
+                say(
+                    f"{hops} relays at {rate:g}/s: {runs[-1]['per_s']:,}/s, "
+                    f"p50 {lat['p50'] or 0:.1f} ms, p99 {lat['p99'] or 0:.1f} ms"
+                )
+            del producer  # closed while its broker still runs
+            return {
+                "hops": hops,
+                "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+                "pids": pids,
+                "runs": runs,
+            }
+        finally:
+            if collector is not None:
+                await collector.stop()
+            for relay in relays:
+                stop_process(relay.process)
+
+
+async def _run(
+    i: int,
+    rate: float,
+    n: int,
+    producer: Any,
+    collector: Collector,
+    first: str,
+    relays: list[Baseline],
+    pids: dict[str, int],
+) -> dict[str, Any]:
+    """n events at rate into the chain: how many came out, how fast, how late, at what CPU."""
+    events = baseline_events(f"c{i}-", n, 1000)
+    cpu0 = {name: cpu_time_s(pid) or 0.0 for name, pid in pids.items()}
+    produced = await produce_paced(producer, first, events, rate)
+    missing = await collector.wait_for(
+        produced, idle_s=30.0, check=functools.partial(_check, relays)
+    )
+    matched = match_times(produced, collector.times())
+    elapsed = (matched.last_consume_s or time.perf_counter()) - (matched.first_produce_s or 0.0)
+    cpu = {name: (cpu_time_s(pid) or 0.0) - cpu0[name] for name, pid in pids.items()}
+    relay_cpu = sum(v for k, v in cpu.items() if k != "broker")
+    per_s = throughput(matched.matched, matched.first_produce_s, matched.last_consume_s)
+    return {
+        "rate": rate,
+        "transactions": len(produced),
+        "lost": missing,
+        "per_s": round(per_s, 1),
+        "latency_ms": latency_summary(matched.latencies_ms),
+        "relays_cores": round(relay_cpu / elapsed, 3),
+        "broker_cores": round(cpu["broker"] / elapsed, 3),
+        "cpu_ms_per_transaction": round(
+            1000 * (relay_cpu + cpu["broker"]) / max(1, matched.matched), 3
+        ),
+    }
 
 
 def run_chain_bench(args: Any, settings: Settings) -> int:

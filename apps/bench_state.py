@@ -138,33 +138,46 @@ class Alone:
 
 
 @contextlib.asynccontextmanager
+async def fresh_broker(
+    base: Settings, root: Path
+) -> AsyncIterator[tuple[EmbeddedBroker, Settings]]:
+    """A fresh embedded broker logging to root, and base's settings pointed at it; stopped after.
+
+    The data dir is root/data, removed after; the logs stay.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(port=free_port(), log_path=root / "broker.log")
+    broker.start()
+    try:
+        yield broker, base.model_copy(update={"broker": broker.url, "data_dir": root / "data"})
+    finally:
+        broker.stop()
+        shutil.rmtree(root / "data", ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
 async def service_alone(service: str, base: Settings, root: Path) -> AsyncIterator[Alone]:
     """The service alone on a fresh broker, ready; stopped by its pid, with the broker, after.
 
     The decision runs in ``wait_for_all`` mode, so that no deadline decides
     before a result is read. Its data dir is removed after; the logs stay.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(port=free_port(), log_path=root / "broker.log")
-    broker.start()
-    supervisor: Supervisor | None = None
-    try:
-        settings = base.model_copy(update={"broker": broker.url, "data_dir": root / "data"})
-        from apps.kafka import create_topics
+    async with fresh_broker(base, root) as (broker, settings):
+        supervisor: Supervisor | None = None
+        try:
+            from apps.kafka import create_topics
 
-        await create_topics(settings)
-        env = {"RISKSTREAM_DECISION_MODE": "wait_for_all"} if service == "decision" else {}
-        supervisor = Supervisor(settings, root / "logs", extra_env=env)
-        web_port = free_port()
-        sp = supervisor.start(service, web_port)
-        await asyncio.to_thread(supervisor.wait_ready, 180.0)
-        assert sp.pid is not None
-        yield Alone(settings, broker, sp, web_port)
-    finally:
-        if supervisor is not None:
-            supervisor.stop_all()
-        broker.stop()
-        shutil.rmtree(root / "data", ignore_errors=True)
+            await create_topics(settings)
+            env = {"RISKSTREAM_DECISION_MODE": "wait_for_all"} if service == "decision" else {}
+            supervisor = Supervisor(settings, root / "logs", extra_env=env)
+            web_port = free_port()
+            sp = supervisor.start(service, web_port)
+            await asyncio.to_thread(supervisor.wait_ready, 180.0)
+            assert sp.pid is not None
+            yield Alone(settings, broker, sp, web_port)
+        finally:
+            if supervisor is not None:
+                supervisor.stop_all()
 
 
 async def measure_service(

@@ -31,6 +31,7 @@ from tables.join_state import (
     Analysis,
     Pending,
     PendingJoins,
+    answer_of,
     complete,
     parts_to_hold,
     with_request,
@@ -40,7 +41,6 @@ from tables.join_state import (
 log = logging.getLogger(__name__)
 
 RESULT_TOPICS = {topics.results_topic(a): a for a in AGENT_NAMES}
-ANSWER_FIELDS = ("analysis_id", "agent", "score", "reasons")
 PART_TOPICS = {
     REQUEST: topics.DECISION_REQUESTS,
     **{a: topics.results_topic(a) for a in AGENT_NAMES},
@@ -146,6 +146,8 @@ def register(
         try:
             body: dict[str, Any] = orjson.loads(event.value)
             analysis_id: str = body["analysis_id"]
+            # What the decision uses of an answer; the features stay in the agent's result.
+            answer = answer_of(body) if msg.topic in RESULT_TOPICS else None
         except Exception as exc:  # an internal topic, but never crash on input
             metrics.unreadable(msg, exc)
             await acks.done(entry)
@@ -183,9 +185,7 @@ def register(
             state = with_request(state, body)
             if not wait_for_all and state is not pending.state:
                 heapq.heappush(due, (_deadline_ms(state), analysis_id))
-        elif msg.topic in RESULT_TOPICS:
-            # What the decision uses of an answer; the features stay in the agent's result.
-            answer = {k: body[k] for k in ANSWER_FIELDS if k in body}
+        elif answer is not None:
             state = with_result(state, answer)
         joins.update(pending, state)
         await hold_back(msg.partition)

@@ -34,6 +34,25 @@ def with_request(state: Analysis, request: dict[str, Any]) -> Analysis:
     return Analysis(state.analysis_id, request, dict(state.results))
 
 
+def answer_of(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What the decision keeps of an agent's result: whose it is, its score, its reasons.
+
+    Checked here, once, so that deciding can trust it: a result without an
+    agent name, a numeric score or reasons of text codes and details raises
+    ValueError. Each reason keeps its code and detail only.
+    """
+    try:
+        agent, score = result["agent"], result["score"]
+        reasons = [{"code": r["code"], "detail": r["detail"]} for r in result.get("reasons", [])]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not an agent result: {exc!r}") from exc
+    if not isinstance(agent, str) or isinstance(score, bool) or not isinstance(score, int | float):
+        raise ValueError("an agent result needs an agent name and a numeric score")
+    if not all(isinstance(r["code"], str) and isinstance(r["detail"], str) for r in reasons):
+        raise ValueError("an agent result's reasons need a text code and detail")
+    return {"agent": agent, "score": float(score), "reasons": reasons}
+
+
 def with_result(state: Analysis, result: dict[str, Any]) -> Analysis:
     """The first answer of each agent wins, so a redelivery changes nothing."""
     agent = result["agent"]

@@ -132,3 +132,29 @@ async def test_an_unreadable_internal_message_is_counted_and_skipped(settings):
         if s.name == "riskstream_invalid_internal_messages_total"
     }
     assert samples == {"agent.geo.results": 1.0}
+
+
+async def test_a_result_that_is_not_an_answer_is_counted_and_skipped_and_the_real_one_joins(
+    settings,
+):
+    app = create_app(settings)
+    broken = orjson.loads(result("geo", 0.9, "GEO_FAR"))
+    broken["reasons"] = [{"code": "GEO_FAR"}]  # no detail: nothing to explain a decision with
+    async with Harness(app, "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(orjson.dumps(broken), key, topic=topics.results_topic("geo"))
+        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
+        for agent in ("velocity", "profile", "geo"):
+            await h.put(result(agent, 0.0), key, topic=topics.results_topic(agent))
+        await h.flush()
+    [msg] = await decisions(settings)
+    # The broken result did not count as geo's answer: the real one, later, did.
+    assert msg.json["outcome"] == "approve" and msg.json["missing_agents"] == []
+    assert msg.json["agents"]["geo"] == {"score": 0.0, "reasons": []}
+    samples = {
+        s.labels.get("topic"): s.value
+        for m in app.prometheus_registry.collect()
+        for s in m.samples
+        if s.name == "riskstream_invalid_internal_messages_total"
+    }
+    assert samples == {"agent.geo.results": 1.0}

@@ -11,6 +11,7 @@ from agents.decide import Policy, combined_score, decide, outcome_for
 from tables.join_state import (
     Analysis,
     PendingJoins,
+    answer_of,
     complete,
     parts_of,
     parts_to_hold,
@@ -112,6 +113,36 @@ def test_the_same_inputs_give_the_same_decision_apart_from_wall_clock_fields():
     for d in (a, b):
         d.pop("decided_at"), d.pop("latency_ms")
     assert a == b
+
+
+def test_an_answer_keeps_the_agent_its_score_and_each_reasons_code_and_detail():
+    raw = {**result("geo", 1, "GEO_FAR"), "features": {"km": 9000}}
+    raw["reasons"][0]["weight"] = 3
+    assert answer_of(raw) == {
+        "agent": "geo",
+        "score": 1.0,
+        "reasons": [{"code": "GEO_FAR", "detail": "GEO_FAR fired"}],
+    }
+    assert answer_of({"agent": "geo", "score": 0.5})["reasons"] == []
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"score": 0.5},
+        {"agent": "geo"},
+        {"agent": 7, "score": 0.5},
+        {"agent": "geo", "score": "0.5"},
+        {"agent": "geo", "score": True},
+        {"agent": "geo", "score": 0.5, "reasons": [{"code": "X"}]},
+        {"agent": "geo", "score": 0.5, "reasons": [{"code": 1, "detail": "d"}]},
+        {"agent": "geo", "score": 0.5, "reasons": ["X"]},
+        {"agent": "geo", "score": 0.5, "reasons": 3},
+    ],
+)
+def test_a_malformed_answer_is_refused(broken: dict):
+    with pytest.raises(ValueError):
+        answer_of(broken)
 
 
 def test_pending_joins_collect_what_to_acknowledge_per_analysis():

@@ -797,7 +797,13 @@ class Bench:
         collector = await Collector(self.settings, sink, parse_baseline, from_start=True).start()
         try:
             t_start = time.perf_counter()
-            await self._probe(base, collector, source)
+            await probe_through(
+                self.producer,
+                collector,
+                source,
+                lambda: _check_baseline(base),
+                base.name,
+            )
             ready_s = time.perf_counter() - t_start
             events = baseline_events(f"{tag}-t-", self.plan.baseline_events, self.plan.accounts)
             names = ("broker", name)
@@ -852,18 +858,21 @@ class Bench:
             stop_process(proc)
             del self.procs.pids[name]
 
-    async def _probe(self, base: Baseline, collector: Collector, source: str) -> None:
-        """Send probe events until one comes out: the baseline has its partitions."""
-        deadline = time.perf_counter() + 180.0
-        n = 0
-        while time.perf_counter() < deadline:
-            _check_baseline(base)
-            probe = baseline_events(f"probe-{n}-", 1, 1)
-            await produce_paced(self.producer, source, probe, 0.0)
-            n += 1
-            if await collector.wait_for([probe[0][0]], idle_s=1.0) == 0:
-                return
-        raise TimeoutError(f"{base.name} relayed nothing within 180 s:\n{base.log_tail()}")
+
+async def probe_through(
+    producer: Any, collector: Collector, source: str, check: Callable[[], None], what: str
+) -> None:
+    """Send probe events into source until one reaches the collector: every stage has its partitions."""
+    deadline = time.perf_counter() + 180.0
+    n = 0
+    while time.perf_counter() < deadline:
+        check()
+        probe = baseline_events(f"probe-{n}-", 1, 1)
+        await produce_paced(producer, source, probe, 0.0)
+        n += 1
+        if await collector.wait_for([probe[0][0]], idle_s=1.0) == 0:
+            return
+    raise TimeoutError(f"{what} passed nothing on within 180 s")
 
 
 def _check_baseline(base: Baseline) -> None:

@@ -36,6 +36,7 @@ from apps.bench import (
     create_extra_topics,
     librdkafka_producer,
     parse_baseline,
+    probe_through,
     produce_paced,
     start_baseline,
     stop_process,
@@ -56,20 +57,6 @@ def _check(relays: list[Baseline]) -> None:
     for relay in relays:
         if relay.process.poll() is not None:
             raise RuntimeError(f"{relay.name} exited:\n{relay.log_tail()}")
-
-
-async def _ready(producer: Any, collector: Collector, first: str, relays: list[Baseline]) -> None:
-    """Send probe events until one comes out at the end: every relay has its partitions."""
-    deadline = time.perf_counter() + 180.0
-    n = 0
-    while time.perf_counter() < deadline:
-        _check(relays)
-        probe = baseline_events(f"probe-{n}-", 1, 1)
-        await produce_paced(producer, first, probe, 0.0)
-        n += 1
-        if await collector.wait_for([probe[0][0]], idle_s=2.0) == 0:
-            return
-    raise TimeoutError("the relay chain passed nothing on within 180 s")
 
 
 async def measure_chain(
@@ -99,7 +86,8 @@ async def measure_chain(
                 )
             producer = librdkafka_producer(settings.bootstrap_servers, settings)
             collector = await Collector(settings, names[-1], parse_baseline).start()
-            await _ready(producer, collector, names[0], relays)
+            check = functools.partial(_check, relays)
+            await probe_through(producer, collector, names[0], check, "the relay chain")
             pids = {r.name: r.process.pid for r in relays}
             pids["broker"] = broker.process.pid
             runs = []

@@ -56,6 +56,16 @@ async def decisions(settings, until: int = 1, timeout_s: float = 10) -> list:
     )
 
 
+def invalid_internal_messages(app) -> dict:
+    """riskstream_invalid_internal_messages_total by topic."""
+    return {
+        s.labels.get("topic"): s.value
+        for m in app.prometheus_registry.collect()
+        for s in m.samples
+        if s.name == "riskstream_invalid_internal_messages_total"
+    }
+
+
 async def test_all_three_answers_make_one_decision_with_every_reason(settings):
     app = create_app(settings)
     async with Harness(app, "join_and_decide") as h:
@@ -125,13 +135,7 @@ async def test_an_unreadable_internal_message_is_counted_and_skipped(settings):
         await h.flush()
     [msg] = await decisions(settings)
     assert msg.json["outcome"] == "approve"
-    samples = {
-        s.labels.get("topic"): s.value
-        for m in app.prometheus_registry.collect()
-        for s in m.samples
-        if s.name == "riskstream_invalid_internal_messages_total"
-    }
-    assert samples == {"agent.geo.results": 1.0}
+    assert invalid_internal_messages(app) == {"agent.geo.results": 1.0}
 
 
 async def test_a_result_that_is_not_an_answer_is_counted_and_skipped_and_the_real_one_joins(
@@ -151,10 +155,4 @@ async def test_a_result_that_is_not_an_answer_is_counted_and_skipped_and_the_rea
     # The broken result did not count as geo's answer: the real one, later, did.
     assert msg.json["outcome"] == "approve" and msg.json["missing_agents"] == []
     assert msg.json["agents"]["geo"] == {"score": 0.0, "reasons": []}
-    samples = {
-        s.labels.get("topic"): s.value
-        for m in app.prometheus_registry.collect()
-        for s in m.samples
-        if s.name == "riskstream_invalid_internal_messages_total"
-    }
-    assert samples == {"agent.geo.results": 1.0}
+    assert invalid_internal_messages(app) == {"agent.geo.results": 1.0}

@@ -355,6 +355,10 @@ class Baseline:
         except OSError:
             return "(no log)"
 
+    def raise_if_exited(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
+
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
     if proc.poll() is not None:
@@ -801,7 +805,7 @@ class Bench:
                 self.producer,
                 collector,
                 source,
-                lambda: _check_baseline(base),
+                base.raise_if_exited,
                 base.name,
             )
             ready_s = time.perf_counter() - t_start
@@ -811,7 +815,7 @@ class Bench:
             t0 = time.perf_counter()
             produced = await produce_paced(self.producer, source, events, 0.0)
             missing = await collector.wait_for(
-                produced, self.plan.drain_timeout_s, check=lambda: _check_baseline(base)
+                produced, self.plan.drain_timeout_s, check=base.raise_if_exited
             )
             after, busy_after = self.procs.cpu(), machine_busy_s()
             t_end = time.perf_counter()
@@ -826,7 +830,7 @@ class Bench:
                 self.producer, source, lat_events, self.plan.baseline_latency_rate
             )
             lat_missing = await collector.wait_for(
-                lat_produced, self.plan.drain_timeout_s, check=lambda: _check_baseline(base)
+                lat_produced, self.plan.drain_timeout_s, check=base.raise_if_exited
             )
             lat = match_times(lat_produced, collector.times())
             return {
@@ -873,11 +877,6 @@ async def probe_through(
         if await collector.wait_for([probe[0][0]], idle_s=1.0) == 0:
             return
     raise TimeoutError(f"{what} passed nothing on within 180 s")
-
-
-def _check_baseline(base: Baseline) -> None:
-    if base.process.poll() is not None:
-        raise RuntimeError(f"{base.name} exited:\n{base.log_tail()}")
 
 
 async def topic_message_counts(settings: Settings, names: list[str]) -> dict[str, int]:

@@ -42,7 +42,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents import topics
 from apps.bench import (
-    Baseline,
     DataSource,
     baseline_events,
     baseline_topics,
@@ -227,30 +226,27 @@ async def measure_baseline(
     requests more for the broker, in that window's last moments only.
     """
     async with fresh_broker(base, work / name) as (broker, settings):
-        baseline: Baseline | None = None
+        app_id = f"bench-floor-{kind}"
+        await create_extra_topics(
+            settings,
+            baseline_topics(kind, BASELINE_SOURCE, BASELINE_SINK, app_id, settings.partitions),
+        )
+        baseline = start_baseline(
+            settings,
+            name,
+            kind,
+            source=BASELINE_SOURCE,
+            sink=BASELINE_SINK,
+            app_id=app_id,
+            compat=compat,
+            work=work / name,
+        )
         try:
-            app_id = f"bench-floor-{kind}"
-            await create_extra_topics(
-                settings,
-                baseline_topics(kind, BASELINE_SOURCE, BASELINE_SINK, app_id, settings.partitions),
-            )
-            baseline = start_baseline(
-                settings,
-                name,
-                kind,
-                source=BASELINE_SOURCE,
-                sink=BASELINE_SINK,
-                app_id=app_id,
-                compat=compat,
-                work=work / name,
-            )
             pid, broker_pid = baseline.process.pid, broker.process.pid
             producer = librdkafka_producer(settings.bootstrap_servers, settings)
-            started = baseline
 
             async def count() -> tuple[float | None, float]:
-                if started.process.poll() is not None:
-                    raise RuntimeError(f"{name} exited:\n{started.log_tail()}")
+                baseline.raise_if_exited()
                 counts = await topic_message_counts(settings, [BASELINE_SINK])
                 return None, counts[BASELINE_SINK]
 
@@ -269,8 +265,7 @@ async def measure_baseline(
             del producer  # closed while its broker still runs
             return {"pids": {"baseline": pid, "broker": broker_pid}, "rates": rows}
         finally:
-            if baseline is not None:
-                stop_process(baseline.process)
+            stop_process(baseline.process)
 
 
 def wake_cost(wakes: int = 200, sleep_s: float = 0.01) -> dict[str, float]:

@@ -55,8 +55,7 @@ def chain_topics(hops: int) -> list[str]:
 
 def _check(relays: list[Baseline]) -> None:
     for relay in relays:
-        if relay.process.poll() is not None:
-            raise RuntimeError(f"{relay.name} exited:\n{relay.log_tail()}")
+        relay.raise_if_exited()
 
 
 async def measure_chain(

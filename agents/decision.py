@@ -21,7 +21,7 @@ from agents.batches import Batches, input_topic
 from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms, rfc3339_to_ms
 from agents.decide import Policy, decide
 from agents.ordering import OrderedAcks, set_fetching
-from agents.output import Output
+from agents.output import Outgoing, Output
 from agents.table_rows import TableRows
 from apps.metrics import Metrics
 from apps.settings import Settings
@@ -221,17 +221,8 @@ def register(
     async def fire_deadlines() -> None:
         # Tables may only change inside a stream, so a deadline is a message,
         # sent once per join: until it is read back, the join stays as it is.
-        now = now_ms()
-        while due and due[0][0] <= now:
-            _, analysis_id = heapq.heappop(due)
-            pending = joins.get(analysis_id)
-            if pending is None or pending.deadline_sent:
-                continue  # decided before its deadline, or handed to another worker
-            pending.deadline_sent = True
-            await deadlines.send(
-                key=analysis_id.encode(),
-                value=orjson.dumps({"analysis_id": analysis_id, "fired_at": ms_to_rfc3339(now)}),
-            )
+        # Behind a backlog many are due at once: one record batch per partition.
+        await deadlines.send_many(due_ticks(due, joins, now_ms()))
 
     @app.timer(interval=ORPHAN_CHECK_INTERVAL_S)
     async def drop_orphans() -> None:
@@ -266,6 +257,25 @@ def register(
             log.info(
                 "%d undecided analyses left to the next owner of their partitions", len(dropped)
             )
+
+
+def due_ticks(due: list[tuple[int, str]], joins: PendingJoins, now: int) -> list[Outgoing]:
+    """The deadline ticks to send at ``now``, taken off the ``due`` heap.
+
+    One per undecided join whose deadline has passed, once: a join decided
+    meanwhile, or handed to another worker, gets none.
+    """
+    fired_at = ms_to_rfc3339(now)
+    ticks: list[Outgoing] = []
+    while due and due[0][0] <= now:
+        _, analysis_id = heapq.heappop(due)
+        pending = joins.get(analysis_id)
+        if pending is None or pending.deadline_sent:
+            continue
+        pending.deadline_sent = True
+        tick = {"analysis_id": analysis_id, "fired_at": fired_at}
+        ticks.append((analysis_id.encode(), orjson.dumps(tick), None))
+    return ticks
 
 
 async def _ack(event: faust.EventT) -> bool:

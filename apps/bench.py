@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents import topics
 from agents.benchstats import (
@@ -295,11 +297,24 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def _cpu_line() -> list[int]:
+    """The all-cores line of /proc/stat: user nice system idle iowait irq softirq steal ..."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
 def machine_busy_s() -> float:
     """CPU seconds all cores have spent busy since boot (/proc/stat, steal excluded)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = _cpu_line()
     return (user + nice + system + irq + softirq) / CLOCK_TICKS
+
+
+def machine_stolen_s() -> float:
+    """CPU seconds the hypervisor ran something else while this machine's cores wanted to run.
+
+    On a virtual machine a run can be slower than the one before for no
+    reason of its own; this is the part of that which the guest can see.
+    """
+    return _cpu_line()[7] / CLOCK_TICKS
 
 
 def load_average() -> float:
@@ -307,14 +322,59 @@ def load_average() -> float:
 
 
 def machine_load(
-    busy_before: float, busy_after: float, ours: dict[str, float], elapsed_s: float
+    busy_before: float,
+    busy_after: float,
+    ours: dict[str, float],
+    elapsed_s: float,
+    stolen_s: float | None = None,
 ) -> dict[str, float]:
-    """How busy the machine was over a window, in cores, and how much of it was not us."""
+    """How busy the machine was over a window, in cores, and how much of it was not us.
+
+    ``stolen_s``: the steal over the window (``machine_stolen_s``), reported in cores.
+    """
     busy = (busy_after - busy_before) / elapsed_s
-    return {
+    load = {
         "busy_cores": busy,
         "other_processes_cores": max(0.0, busy - sum(ours.values()) / elapsed_s),
     }
+    if stolen_s is not None:
+        load["stolen_cores"] = stolen_s / elapsed_s
+    return load
+
+
+BATCH_METRIC = "riskstream_batch_events"
+
+
+def batch_sizes(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, dict[str, float | None]]:
+    """Per service, from two ``batches_handled`` readings: batches, messages, messages per batch."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name, (batches1, messages1) in after.items():
+        batches0, messages0 = before.get(name, (0.0, 0.0))
+        batches, messages = batches1 - batches0, messages1 - messages0
+        out[name] = {
+            "batches": batches,
+            "messages": messages,
+            "per_batch": messages / batches if batches else None,
+        }
+    return out
+
+
+def batches_handled(web_port: int) -> tuple[float, float]:
+    """(batches, messages) a service has handled so far, over all its agents."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    batches = messages = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != BATCH_METRIC:
+            continue
+        for sample in family.samples:
+            if sample.name == BATCH_METRIC + "_count":
+                batches += sample.value
+            elif sample.name == BATCH_METRIC + "_sum":
+                messages += sample.value
+    return batches, messages
 
 
 def pid_alive(pid: int) -> bool:
@@ -712,17 +772,27 @@ class Bench:
         return result
 
     async def idle(self, seconds: float) -> dict[str, Any]:
-        before, busy_before = self.procs.cpu(), machine_busy_s()
+        before, busy_before, stolen_before = self.procs.cpu(), machine_busy_s(), machine_stolen_s()
         t0 = time.perf_counter()
         await asyncio.sleep(seconds)
         elapsed = time.perf_counter() - t0
         self.check_alive()
         cpu = cpu_seconds(before, self.procs.cpu())
+        stolen = machine_stolen_s() - stolen_before
         return {
             "elapsed_s": elapsed,
             "cpu_s": cpu,
             "cpu_share": {k: v / elapsed for k, v in cpu.items()},
-            "machine": machine_load(busy_before, machine_busy_s(), cpu, elapsed),
+            "machine": machine_load(busy_before, machine_busy_s(), cpu, elapsed, stolen),
+        }
+
+    async def batch_counts(self) -> dict[str, tuple[float, float]]:
+        """(batches, messages) each service started here has handled so far."""
+        if self.supervisor is None:
+            return {}
+        return {
+            sp.name: await asyncio.to_thread(batches_handled, sp.port)
+            for sp in self.supervisor.services.values()
         }
 
     async def pipeline_run(
@@ -733,7 +803,8 @@ class Bench:
         account_of = (lambda i, tx: f"fill-{self.run_id}-{i:07d}") if fill else None
         messages = self.data.batch(prefix, n, account_of)
         load_before = load_average()
-        before, busy_before = self.procs.cpu(), machine_busy_s()
+        batches_before = await self.batch_counts()
+        before, busy_before, stolen_before = self.procs.cpu(), machine_busy_s(), machine_stolen_s()
         t0 = time.perf_counter()
         produced = await produce_paced(self.producer, topics.TRANSACTIONS, messages, rate)
         t_produced = time.perf_counter()
@@ -741,7 +812,8 @@ class Bench:
             produced, self.plan.drain_timeout_s, check=self.check_alive
         )
         t_end = time.perf_counter()
-        after, busy_after = self.procs.cpu(), machine_busy_s()
+        after, busy_after, stolen_after = self.procs.cpu(), machine_busy_s(), machine_stolen_s()
+        batches = batch_sizes(batches_before, await self.batch_counts())
         seen = {k: decisions.seen[k] for k in produced if k in decisions.seen}
         self.data.accounts_decided.update(key.decode() for k, key, _ in messages if k in seen)
         matched = match_times(produced, {k: v[0] for k, v in seen.items()})
@@ -774,8 +846,12 @@ class Bench:
             "rss_peak_mb": self.procs.rss(),
             "machine": {
                 "load_average_before": load_before,
-                **machine_load(busy_before, busy_after, cpu, t_end - t0),
+                **machine_load(
+                    busy_before, busy_after, cpu, t_end - t0, stolen_after - stolen_before
+                ),
             },
+            # per service: the batches its agents handled in the window, and their size
+            "batches": batches,
         }
 
     async def baseline(self, name: str, kind: str, compat: bool) -> dict[str, Any]:
@@ -1385,7 +1461,28 @@ def print_report(console: Any, report: dict[str, Any]) -> None:
     # What else ran on the machine meanwhile: the figures above are only comparable when ~0.
     other = [_fmt(w["machine"]["other_processes_cores"], ".2f") for _, w in windows]
     cost.add_row("[dim]other processes", *other, "")
+    # Cores the hypervisor gave to someone else while ours wanted to run.
+    stolen = [_fmt(w["machine"].get("stolen_cores"), ".2f") for _, w in windows]
+    cost.add_row("[dim]stolen (steal time)", *stolen, "")
     console.print(cost)
+
+    sized = [r for r in runs if r.get("batches")]
+    if sized:
+        bs = Table(title="messages per batch, per service (batches in the run)")
+        bs.add_column("service")
+        for r in sized:
+            bs.add_column(f"@{_rate_label(r['offered_rate'])}", justify="right")
+        for name in sorted({k for r in sized for k in r["batches"]}, key=_process_order):
+            cells = []
+            for r in sized:
+                b = r["batches"].get(name)
+                cells.append(
+                    "-"
+                    if not b or b["per_batch"] is None
+                    else f"{b['per_batch']:.1f} ({b['batches']:.0f})"
+                )
+            bs.add_row(name, *cells)
+        console.print(bs)
 
     if report["baselines"]:
         bt = Table(title="baselines: one consume -> produce stage on the same broker")

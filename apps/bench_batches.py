@@ -33,18 +33,16 @@ import logging
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from agents import topics
 from apps.bench import (
     DataSource,
     baseline_events,
     baseline_topics,
+    batches_handled,
     cpu_time_s,
     create_extra_topics,
     librdkafka_producer,
@@ -59,29 +57,12 @@ from apps.settings import Settings
 
 RATES = (0.0, 100.0, 300.0, 1000.0)
 QUICK_RATES = (0.0, 100.0, 1000.0)
-BATCH_METRIC = "riskstream_batch_events"
 # Messages a service handles per input message: velocity handles each transaction
 # twice, by account and then by merchant.
 HANDLED_PER_INPUT = {"velocity": 2}
 # The main bench's baselines at the services' fetch wait: (name, kind, compat).
 BASELINES = (("aiokafka_relay", "relay", False), ("faust_naive_compat", "naive", True))
 BASELINE_SOURCE, BASELINE_SINK = "bench.floor.in", "bench.floor.out"
-
-
-def handled(web_port: int) -> tuple[float, float]:
-    """(batches, messages) the service has handled so far, over all its agents."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    batches = messages = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != BATCH_METRIC:
-            continue
-        for sample in family.samples:
-            if sample.name == BATCH_METRIC + "_count":
-                batches += sample.value
-            elif sample.name == BATCH_METRIC + "_sum":
-                messages += sample.value
-    return batches, messages
 
 
 def interleaved(service: str, n: int, seed: int) -> list[tuple[str, bytes, bytes]]:
@@ -191,7 +172,7 @@ async def measure_service(
         producer = librdkafka_producer(alone.settings.bootstrap_servers, alone.settings)
 
         async def count() -> tuple[float | None, float]:
-            return await asyncio.to_thread(handled, web_port)
+            return await asyncio.to_thread(batches_handled, web_port)
 
         rows = await measure_rates(
             service,

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from apps.bench import add_parser, make_plan, pid_alive, plot_latency
+from apps.bench import (
+    add_parser,
+    batch_sizes,
+    machine_load,
+    machine_stolen_s,
+    make_plan,
+    pid_alive,
+    plot_latency,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("orchestrator", "velocity", "profile", "geo", "decision")
@@ -66,6 +74,14 @@ def test_a_quick_bench_measures_every_service_and_the_broker(quick_report):
         assert run["cpu_s"][name] > 0, name
         assert run["rss_peak_mb"][name] > 0, name
         assert quick_report["rss_peak_mb"][name] > 0, name
+    # Each service's batches in the run, read from its own metrics.
+    for name in SERVICES:
+        sizes = run["batches"][name]
+        assert sizes["messages"] >= sizes["batches"] > 0, name
+        assert sizes["per_batch"] == sizes["messages"] / sizes["batches"], name
+    # The orchestrator reads every transaction of the run at least once.
+    assert run["batches"]["orchestrator"]["messages"] >= run["produced"]
+    assert 0 <= run["machine"]["stolen_cores"] <= quick_report["machine"]["nproc"]
 
 
 @pytest.mark.integration
@@ -93,6 +109,26 @@ def test_a_quick_bench_leaves_no_process_behind(quick_report):
     started = quick_report["processes"]
     assert set(started) >= {*SERVICES, "broker", "faust_naive", "aiokafka_relay"}
     assert [name for name, pid in started.items() if pid_alive(pid)] == []
+
+
+def test_batch_sizes_are_what_each_service_handled_between_two_readings():
+    before = {"profile": (10.0, 100.0), "geo": (3.0, 9.0)}
+    after = {"profile": (14.0, 180.0), "geo": (3.0, 9.0), "decision": (2.0, 8.0)}
+    assert batch_sizes(before, after) == {
+        "profile": {"batches": 4.0, "messages": 80.0, "per_batch": 20.0},
+        "geo": {"batches": 0.0, "messages": 0.0, "per_batch": None},
+        # started after the first reading: everything it handled is in the window
+        "decision": {"batches": 2.0, "messages": 8.0, "per_batch": 4.0},
+    }
+
+
+def test_the_machine_load_reports_steal_in_cores_when_it_was_read():
+    ours = {"broker": 1.0, "profile": 2.0}
+    load = machine_load(100.0, 108.0, ours, 4.0, stolen_s=0.4)
+    assert load == {"busy_cores": 2.0, "other_processes_cores": 1.25, "stolen_cores": 0.1}
+    assert "stolen_cores" not in machine_load(100.0, 108.0, ours, 4.0)
+    first = machine_stolen_s()
+    assert 0 <= first <= machine_stolen_s()
 
 
 def test_the_bench_subcommand_parses_its_options():

@@ -6,7 +6,7 @@ The agent-specific part is a pure `step(state, transaction) -> Step` function.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import faust
 import orjson
@@ -27,6 +27,54 @@ StepFn = Callable[[dict[str, Any] | None, Transaction], Step]
 def parse_request(raw: bytes | None) -> tuple[dict[str, Any], Transaction]:
     request = orjson.loads(raw)  # type: ignore[arg-type]
     return request, Transaction.model_validate(request["transaction"])
+
+
+class Rows(Protocol):
+    """A table's rows as the agent reads and writes them (``agents.table_rows.TableRows``)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+
+
+class Scored(NamedTuple):
+    result: bytes  # the AgentResult, encoded
+    step: Step | None  # None: the transaction was answered before, and this is that answer
+    score: float | None  # as published (clamped to [0, 1])
+
+
+def score_request(
+    agent: str,
+    request: dict[str, Any],
+    tx: Transaction,
+    step: StepFn,
+    accounts: Rows,
+    results: Rows,
+) -> Scored:
+    """One request's result, as bytes, and the step and score that made it.
+
+    A new transaction steps its account's state; the state and the result are
+    written to their rows. A transaction answered before gets the same result again.
+    """
+    tx_key = tx.transaction_id.encode()
+    previous = results.get(tx_key)
+    if previous is not None:
+        return Scored(previous, None, None)
+    key = tx.account_id.encode()
+    state = accounts.get(key)
+    out = step(orjson.loads(state) if state else None, tx)
+    result = agent_result(
+        agent,
+        request,
+        score=out.score,
+        reasons=out.reasons,
+        features=out.features,
+        processed_at=now_rfc3339(),
+    )
+    encoded = orjson.dumps(result)
+    accounts[key] = orjson.dumps(out.state)
+    results[tx_key] = encoded
+    return Scored(encoded, out, result["score"])
 
 
 def register_account_agent(
@@ -60,30 +108,15 @@ def register_account_agent(
                 except Exception as exc:  # an internal topic, but never crash on input
                     metrics.unreadable(event.message, exc)
                     continue
-                key, tx_key = tx.account_id.encode(), tx.transaction_id.encode()
-                previous = results_table.get(tx_key)
-                if previous is None:
-                    state = accounts.get(key)
-                    out = step(orjson.loads(state) if state else None, tx)
-                    result = agent_result(
-                        agent,
-                        request,
-                        score=out.score,
-                        reasons=out.reasons,
-                        features=out.features,
-                        processed_at=now_rfc3339(),
-                    )
-                    encoded = orjson.dumps(result)
-                    accounts[key] = orjson.dumps(out.state)
-                    results_table[tx_key] = encoded
-                    if out.late:
+                scored = score_request(agent, request, tx, step, accounts, results_table)
+                if scored.step is None:
+                    duplicates.inc()
+                else:
+                    if scored.step.late:
                         late.inc()
                     published.inc()
-                    scores.observe(result["score"])
-                else:
-                    encoded = previous
-                    duplicates.inc()
-                outgoing.append((request["analysis_id"].encode(), encoded, None))
+                    scores.observe(scored.score)
+                outgoing.append((request["analysis_id"].encode(), scored.result, None))
             # An account with several transactions in the batch: one changelog message.
             await accounts.flush()
             await results_table.flush()

@@ -18,9 +18,10 @@ the partition count (``partition_for``; a unit test holds it to aiokafka's).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import faust
@@ -100,42 +101,67 @@ class Output:
             partition = self._partition(key, partition, n_partitions)
             future = await self.send(key=key, value=value, partition=partition)
             return [Sent(partition, future, 1)]
-        builders: dict[int, Any] = {}
-        counts: dict[int, int] = {}
-        sent: list[Sent] = []
-        for key, value, partition in messages:
-            partition = self._partition(key, partition, n_partitions)
-            builder = builders.get(partition)
-            if builder is None:
-                builder = builders[partition] = producer.create_batch()
-                counts[partition] = 0
-            if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
-                sent.append(await self._hand_over(producer, builder, partition, counts[partition]))
-                builder = builders[partition] = producer.create_batch()
-                counts[partition] = 0
-                if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
-                    raise ValueError(f"a message to {topic} is larger than a record batch")
-            counts[partition] += 1
-        for partition, builder in builders.items():
-            sent.append(await self._hand_over(producer, builder, partition, counts[partition]))
-        return sent
+        return await send_batches(producer, topic, messages, n_partitions, self._failed)
 
     def _partition(self, key: bytes | None, partition: int | None, n_partitions: int) -> int:
-        if partition is not None:
-            return partition
-        if key is None:
-            raise ValueError(f"a message to {self.topic} needs a key or a partition")
-        return partition_for(key, n_partitions)
-
-    async def _hand_over(self, producer: Any, builder: Any, partition: int, count: int) -> Sent:
-        builder.close()  # ready to go now, not after the linger
-        future = await producer.send_batch(builder, self.topic, partition=partition)
-        future.add_done_callback(self._failed)
-        return Sent(partition, future, count)
+        return _partition(self.topic, key, partition, n_partitions)
 
     def _failed(self, sent: asyncio.Future) -> None:
-        if not sent.cancelled() and sent.exception() is not None:
-            log.error("could not send to %s: %r", self.topic, sent.exception())
+        _log_failed(self.topic, sent)
+
+
+async def send_batches(
+    producer: Any,
+    topic: str,
+    messages: Iterable[Outgoing],
+    n_partitions: int,
+    failed: Callable[[asyncio.Future], None] | None = None,
+) -> list[Sent]:
+    """The messages to an aiokafka producer as one closed record batch per partition, in order.
+
+    ``failed`` is called with each batch's future once it is done (a sent
+    batch's future too: it checks); by default a failure is logged.
+    """
+    on_done = failed or functools.partial(_log_failed, topic)
+    builders: dict[int, Any] = {}
+    counts: dict[int, int] = {}
+    sent: list[Sent] = []
+
+    async def hand_over(builder: Any, partition: int) -> None:
+        builder.close()  # ready to go now, not after the linger
+        future = await producer.send_batch(builder, topic, partition=partition)
+        future.add_done_callback(on_done)
+        sent.append(Sent(partition, future, counts[partition]))
+
+    for key, value, partition in messages:
+        partition = _partition(topic, key, partition, n_partitions)
+        builder = builders.get(partition)
+        if builder is None:
+            builder = builders[partition] = producer.create_batch()
+            counts[partition] = 0
+        if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+            await hand_over(builder, partition)
+            builder = builders[partition] = producer.create_batch()
+            counts[partition] = 0
+            if builder.append(timestamp=None, key=key, value=value, headers=[]) is None:
+                raise ValueError(f"a message to {topic} is larger than a record batch")
+        counts[partition] += 1
+    for partition, builder in builders.items():
+        await hand_over(builder, partition)
+    return sent
+
+
+def _partition(topic: str, key: bytes | None, partition: int | None, n_partitions: int) -> int:
+    if partition is not None:
+        return partition
+    if key is None:
+        raise ValueError(f"a message to {topic} needs a key or a partition")
+    return partition_for(key, n_partitions)
+
+
+def _log_failed(topic: str, sent: asyncio.Future) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.error("could not send to %s: %r", topic, sent.exception())
 
 
 _MIX = 0x5BD1E995

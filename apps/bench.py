@@ -193,6 +193,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(apps/bench_chain.py)",
     )
     parser.add_argument(
+        "--without-faust",
+        action="store_true",
+        help="instead of the runs: the profile service alone, the same work on plain "
+        "aiokafka and a raw relay, each handed the same requests: what Faust costs per "
+        "message (apps/bench_without_faust.py)",
+    )
+    parser.add_argument(
         "--chain-hops",
         type=int,
         default=4,
@@ -432,13 +439,15 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
 
 
 def baseline_topics(kind: str, source: str, sink: str, app_id: str, partitions: int) -> list:
-    """The topics a baseline reads and writes (and the naive one's table changelog)."""
+    """The topics a baseline reads and writes, and its tables' changelogs."""
     from aiokafka.admin import NewTopic
 
+    tables = {"naive": ["totals"], "profile": ["accounts", "results"]}.get(kind, [])
+    compact = {"cleanup.policy": "compact"}
     new = [NewTopic(source, partitions, 1), NewTopic(sink, partitions, 1)]
-    if kind == "naive":
-        changelog = f"{app_id}-totals-changelog"
-        new.append(NewTopic(changelog, partitions, 1, topic_configs={"cleanup.policy": "compact"}))
+    new += [
+        NewTopic(f"{app_id}-{t}-changelog", partitions, 1, topic_configs=compact) for t in tables
+    ]
     return new
 
 
@@ -1094,6 +1103,12 @@ def run_bench(args: argparse.Namespace) -> int:
         from apps.bench_chain import run_chain_bench
 
         return run_chain_bench(args, settings)
+    if args.without_faust:
+        if args.broker:
+            raise SystemExit("riskstream bench: --without-faust starts its own brokers")
+        from apps.bench_without_faust import run_without_faust_bench
+
+        return run_without_faust_bench(args, settings)
     if args.state_size:
         if args.broker:
             raise SystemExit("riskstream bench: --state-size starts its own brokers")

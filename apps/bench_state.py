@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +181,16 @@ async def service_alone(service: str, base: Settings, root: Path) -> AsyncIterat
 
 
 async def measure_service(
-    service: str, n: int, base: Settings, work: Path, say: Any, stall_s: float
+    service: str,
+    n: int,
+    base: Settings,
+    work: Path,
+    say: Any,
+    stall_s: float,
+    collect: Callable[[Settings], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
+    """``collect(settings)``, if given, reads what it wants from the service's broker at the
+    end (in ``result["collected"]``), before the broker stops."""
     root = work / service
     async with service_alone(service, base, root) as alone:
         settings, pid = alone.settings, alone.service.pid
@@ -192,7 +200,9 @@ async def measure_service(
         source = DataSource(accounts=1000, seed=11)  # the accounts are replaced below
         raw = source.batch("state-", n, lambda i, tx: f"state-{i:07d}")
         producer = librdkafka_producer(settings.bootstrap_servers, settings)
+        broker_pid = alone.pids["broker"]
         cpu0, t0 = cpu_time_s(pid) or 0.0, time.monotonic()
+        broker_cpu0 = (cpu_time_s(broker_pid) if broker_pid else None) or 0.0
         say(f"{service}: {n} accounts ...")
         for topic, messages in inputs_for(service, raw):
             await produce_paced(producer, topic, messages, 0.0)
@@ -201,19 +211,23 @@ async def measure_service(
         done, t_end = await wait_for_output(settings, OUTPUT[service], n, pid, stall_s)
         elapsed = t_end - t0
         await asyncio.sleep(2.0)  # let the last changelog writes and commits land
-        broker_pid = alone.pids["broker"]
+        cpu_s = (cpu_time_s(pid) or 0.0) - cpu0
+        broker_cpu_s = ((cpu_time_s(broker_pid) if broker_pid else None) or 0.0) - broker_cpu0
         result = {
             "pids": alone.pids,
             "accounts": n,
             "outputs": done,
             "peak_rss_mb": peak_rss_mb(pid),
             "rss_when_ready_mb": rss_ready,
-            "cpu_s": (cpu_time_s(pid) or 0.0) - cpu0,
+            "cpu_s": cpu_s,
+            "broker_cpu_s": broker_cpu_s,
             "elapsed_s": elapsed,
             "per_s": done / elapsed if elapsed > 0 else None,
             "data_dir_mb": dir_size_mb(root / "data"),
             "broker_peak_rss_mb": peak_rss_mb(broker_pid) if broker_pid else None,
         }
+        if collect is not None:
+            result["collected"] = await collect(settings)
         say(
             f"{service}: {done}/{n} in {elapsed:.0f}s ({result['per_s']:.0f}/s), "
             f"peak RSS {result['peak_rss_mb']:.0f} MB, data dir {result['data_dir_mb']:.0f} MB"

@@ -310,6 +310,34 @@ def test_the_relay_chain_passes_every_event_through_four_relays_and_stops_them(t
     assert not any(pid_alive(pid) for pid in report["pids"].values())
 
 
+def test_the_profile_work_without_faust_answers_as_the_service_does(tmp_path):
+    out = tmp_path / "without.json"
+    printed = run_bench("--without-faust", "--quick", json_path=out, timeout=300)
+    assert "as fast as possible" in printed
+    report = json.loads(out.read_text())
+    n = report["requests"]
+    assert n == 2000
+    assert list(report["runs"]) == ["profile_service", "profile_without_faust", "raw_relay"]
+    for name, run in report["runs"].items():
+        assert run["outputs"] == n, name
+        assert run["per_s"] > 0 and run["cpu_ms_per_request"] > 0, name
+        assert run["broker_cpu_ms_per_request"] > 0, name
+    # The same scores, reasons and features for every request, with Faust and without.
+    assert report["answers_compared"] == n and report["answers_differing"] == []
+    pids = [pid for by_name in report["pids"].values() for pid in by_name.values()]
+    assert len(pids) == 6 and not any(pid_alive(pid) for pid in pids)
+
+
+def test_answers_differ_where_a_field_differs_or_only_one_side_answered():
+    from apps.bench_without_faust import differing
+
+    same = {"score": 0.1, "reasons": [], "features": {"n": 1}}
+    with_faust = {"t1": same, "t2": same, "t3": same}
+    without = {"t1": same, "t2": {**same, "score": 0.2}, "t4": same}
+    assert differing(with_faust, without) == ["t2", "t3", "t4"]
+    assert differing(with_faust, dict(with_faust)) == []
+
+
 def test_a_relay_chain_of_no_relays_is_refused_before_anything_starts():
     proc = subprocess.run(
         [sys.executable, "-c", RUN_BENCH, "--relay-chain", "--chain-hops", "0"],

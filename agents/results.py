@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.contracts import AgentResult, Reason
+from agents.contracts import Reason
 
 
 def agent_result(
@@ -16,15 +16,21 @@ def agent_result(
     features: dict[str, Any],
     processed_at: str,
 ) -> dict[str, Any]:
-    result = AgentResult(
-        analysis_id=request["analysis_id"],
-        agent=agent,
-        transaction_id=request["transaction_id"],
-        account_id=request["account_id"],
-        score=min(1.0, max(0.0, score)),
-        reasons=reasons,
-        features=features,
-        event_time=request["event_time"],
-        processed_at=processed_at,
-    )
-    return result.model_dump(mode="json")
+    """The AgentResult document, as ``AgentResult(...).model_dump(mode="json")`` makes it.
+
+    Built directly, in the model's field order: the model only checked what
+    the agent itself had just computed, at 11 µs per result, more than the
+    scoring. A unit test holds the JSON to the model's, byte for byte.
+    """
+    return {
+        "schema_version": 1,
+        "analysis_id": request["analysis_id"],
+        "agent": agent,
+        "transaction_id": request["transaction_id"],
+        "account_id": request["account_id"],
+        "score": float(min(1.0, max(0.0, score))),
+        "reasons": [{"code": r.code, "detail": r.detail} for r in reasons],
+        "features": features,
+        "event_time": request["event_time"],
+        "processed_at": processed_at,
+    }

@@ -10,7 +10,8 @@ One invocation:
    possible) with librdkafka, and reads ``decision.results``: end-to-end
    throughput (first produce to last decision), client-side latency per
    transaction (its produce to its decision being read), decisions with
-   ``missing_agents``, CPU seconds and peak RSS of every process;
+   ``missing_agents``, CPU seconds and peak RSS of every process, the steal
+   time and each service's batches;
 3. on the same broker, measures two one-stage baselines (apps/bench_baseline.py):
    a naive Faust app, with Faust's 1500 ms fetch wait and with the bounded one,
    and a raw aiokafka relay; the pipeline's throughput is reported relative to them;

@@ -43,7 +43,36 @@ def analysis_id_for(transaction_id: str) -> str:
 
 
 def ms_to_rfc3339(ms: int | float) -> str:
-    """Epoch milliseconds to an RFC 3339 UTC string; whole seconds stay short."""
+    """Epoch milliseconds to an RFC 3339 UTC string; whole seconds stay short.
+
+    Integer milliseconds are formatted exactly from ``time.gmtime``: through
+    ``datetime.fromtimestamp(ms / 1000)`` a float's rounding put about a
+    quarter of the times after 2100 or before 1970 a millisecond early
+    (2500-06-01T00:00:00.123Z came out as .122Z). Every transaction's time is
+    normalised through here and every result and decision stamped, so the
+    text of the last second is kept: times within one second cost a format.
+    """
+    if type(ms) is not int:
+        return _ms_to_rfc3339_via_datetime(ms)
+    global _last_second
+    seconds, millis = divmod(ms, 1000)
+    last, text = _last_second
+    if last != seconds:
+        if seconds >= _YEAR_1000:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        else:  # strftime writes the years before 1000 without their leading zeros
+            y, mo, d, h, mi, s = time.gmtime(seconds)[:6]
+            text = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}"
+        _last_second = (seconds, text)  # one assignment: safe between threads
+    return f"{text}.{millis:03d}Z" if millis else text + "Z"
+
+
+_last_second: tuple[int | None, str] = (None, "")
+_YEAR_1000 = -30_610_224_000  # 1000-01-01T00:00:00Z in epoch seconds
+
+
+def _ms_to_rfc3339_via_datetime(ms: int | float) -> str:
+    """For fractional milliseconds, as before."""
     dt = datetime.fromtimestamp(ms / 1000.0, tz=UTC)
     text = dt.isoformat(timespec="milliseconds" if int(ms) % 1000 else "seconds")
     return text.replace("+00:00", "Z")

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agents.contracts import SourcePosition, Transaction, analysis_id_for
+from agents.contracts import (
+    SourcePosition,
+    Transaction,
+    analysis_id_for,
+    ms_to_rfc3339,
+    rfc3339_to_ms,
+)
 from agents.validation import Rejected, dead_letter, fingerprint, parse_transaction
 
 VALID = {
@@ -71,6 +80,33 @@ def test_epoch_seconds_and_offsets_normalise_to_the_same_utc_time():
     c = parse({**VALID, "timestamp": 1735689613.5})
     assert a.timestamp == b.timestamp == "2025-01-01T00:00:13Z"
     assert c.timestamp == "2025-01-01T00:00:13.500Z"
+
+
+def test_a_time_far_from_now_keeps_its_millisecond():
+    # Through a float of epoch seconds, .123 in 2500 came out as .122.
+    assert parse({**VALID, "timestamp": "2500-06-01T00:00:00.123Z"}).timestamp == (
+        "2500-06-01T00:00:00.123Z"
+    )
+    # In epoch seconds: .321 came out as .320.
+    epoch = parse({**VALID, "timestamp": 32503600000.321})
+    assert epoch.timestamp == "2999-12-31T01:46:40.321Z"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))
+def test_every_millisecond_of_years_1_to_9999_is_written_and_read_back_exactly(ms: int):
+    text = ms_to_rfc3339(ms)
+    assert rfc3339_to_ms(text) == ms
+    # Whole seconds stay short; otherwise three digits of milliseconds.
+    assert text.endswith(f".{ms % 1000:03d}Z") if ms % 1000 else text[-4] != "."
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=0, max_value=4_102_444_800_000))  # 1970 to 2100
+def test_the_text_of_a_time_is_what_datetime_writes_where_its_float_is_exact(ms: int):
+    via_datetime = datetime.fromtimestamp(ms / 1000.0, tz=UTC)
+    expected = via_datetime.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
+    assert ms_to_rfc3339(ms) == expected.replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize(

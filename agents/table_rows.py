@@ -24,7 +24,7 @@ the changelog's), as with Faust's table.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from functools import cached_property, partial
 from typing import Any
 
@@ -99,20 +99,8 @@ class TableRows(MutableMapping[bytes, bytes]):
 
     def _write_out(self, pending: dict[bytes, tuple[bytes | None, int]]) -> None:
         """A RocksDB store gets a batch's writes as one write batch per partition."""
-        partition_db = self._partition_db
-        if partition_db is None:
-            return  # the store was written at once
-        batches: dict[int, WriteBatch] = {}
-        for key, (value, partition) in pending.items():
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = WriteBatch(raw_mode=True)  # as Faust opens it
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        for partition, batch in batches.items():
-            partition_db(partition).write(batch)
+        if self._partition_db is not None:  # else the store was written at once
+            write_batches(pending, self._partition_db)
 
     async def flush(self) -> None:
         """Send the changelog messages of the writes since the last flush."""
@@ -138,3 +126,21 @@ class TableRows(MutableMapping[bytes, bytes]):
         if event is None:
             raise RuntimeError("a table write needs the event it is for: make it current")
         return event.message.partition
+
+
+def write_batches(
+    pending: Mapping[bytes, tuple[bytes | None, int]], partition_db: Callable[[int], Any]
+) -> None:
+    """Writes (key -> value or None for a delete, partition) as one RocksDB write batch per
+    partition, to ``partition_db(partition)``."""
+    batches: dict[int, WriteBatch] = {}
+    for key, (value, partition) in pending.items():
+        batch = batches.get(partition)
+        if batch is None:
+            batch = batches[partition] = WriteBatch(raw_mode=True)  # as Faust opens it
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    for partition, batch in batches.items():
+        partition_db(partition).write(batch)

@@ -185,19 +185,11 @@ class BareRows:
     async def flush(self, producer: Any, n_partitions: int) -> None:
         if not self._pending:
             return
-        from rocksdict import WriteBatch
-
         from agents.output import send_batches
+        from agents.table_rows import write_batches
 
         pending, self._pending = self._pending, {}
-        batches: dict[int, Any] = {}
-        for key, (value, partition) in pending.items():
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = WriteBatch(raw_mode=True)
-            batch.put(key, value)
-        for partition, batch in batches.items():
-            self._db(partition).write(batch)
+        write_batches(pending, self._db)
         await send_batches(
             producer,
             self.changelog,

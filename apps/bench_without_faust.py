@@ -36,6 +36,7 @@ import orjson
 from agents import topics
 from apps.bench import (
     Baseline,
+    Collector,
     DataSource,
     baseline_topics,
     cpu_time_s,
@@ -66,38 +67,22 @@ def requests_for(prefix: str, n: int) -> list[tuple[str, bytes, bytes]]:
     return requests
 
 
-def answers(settings: Settings, topic: str, expected: int) -> dict[str, dict[str, Any]]:
-    """What each answer on ``topic`` says, by transaction_id: score, reasons, features.
+def parse_answer(value: bytes) -> tuple[str, dict[str, Any]]:
+    """An agent result's transaction_id, and what it says: score, reasons, features."""
+    body = orjson.loads(value)
+    return body["transaction_id"], {k: body.get(k) for k in ("score", "reasons", "features")}
 
-    Read from the start of every partition until ``expected`` transactions are
-    answered, or nothing new came for 10 s: not up to the listed end offsets,
-    which the embedded broker lists short (see ``topic_message_counts``).
-    """
-    from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"bench-answers-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-        }
-    )
+async def answers(settings: Settings, topic: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What each answer on ``topic`` says, by transaction_id, read from the start until
+    every id in ``ids`` is answered or nothing new came for 10 s."""
+    wanted = set(ids)
+    collector = await Collector(settings, topic, parse_answer, from_start=True).start()
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
-        out: dict[str, dict[str, Any]] = {}
-        last_new = time.monotonic()
-        while len(out) < expected and time.monotonic() - last_new < 10.0:
-            for msg in consumer.consume(1000, timeout=0.5):
-                if msg.error() is not None:
-                    continue
-                body = orjson.loads(msg.value())
-                out[body["transaction_id"]] = {
-                    k: body.get(k) for k in ("score", "reasons", "features")
-                }
-                last_new = time.monotonic()
-        return out
+        await collector.wait_for(wanted, idle_s=10.0)
     finally:
-        consumer.close()
+        await collector.stop()
+    return {i: info for i, (_, info) in collector.seen.items() if i in wanted}
 
 
 async def measure_without(
@@ -140,8 +125,7 @@ async def measure_without(
                 "elapsed_s": t_end - t0,
             }
             if kind == "profile":
-                out = await asyncio.to_thread(answers, settings, SINK, n + 1)
-                result["answers"] = {k: v for k, v in out.items() if not k.startswith("probe-")}
+                result["answers"] = await answers(settings, SINK, [i for i, _, _ in requests])
             return result
         finally:
             stop_process(process.process)
@@ -180,7 +164,8 @@ async def measure_all(n: int, base: Settings, say: Any) -> dict[str, Any]:
         work = Path(tmp)
 
         async def service_answers(settings: Settings) -> dict[str, dict[str, Any]]:
-            return await asyncio.to_thread(answers, settings, topics.results_topic(SERVICE), n)
+            ids = [i for i, _, _ in requests_for("state-", n)]
+            return await answers(settings, topics.results_topic(SERVICE), ids)
 
         service = await measure_service(SERVICE, n, base, work, say, STALL_S, service_answers)
         report["runs"]["profile_service"] = per_request(service, n)

@@ -99,6 +99,12 @@ def inputs_for(service: str, raw: list[tuple[str, bytes, bytes]]) -> list[tuple[
     return [(topics.requests_topic(service), agent_requests)]
 
 
+def new_accounts(n: int, prefix: str = "state-") -> list[tuple[str, bytes, bytes]]:
+    """n raw transactions, each of its own new account (``<prefix><i>``): the same every call."""
+    source = DataSource(accounts=1000, seed=11)  # the generator's accounts are replaced
+    return source.batch(prefix, n, lambda i, tx: f"{prefix}{i:07d}")
+
+
 def dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1024**2
 
@@ -197,8 +203,7 @@ async def measure_service(
         assert pid is not None
         rss_ready = peak_rss_mb(pid)
 
-        source = DataSource(accounts=1000, seed=11)  # the accounts are replaced below
-        raw = source.batch("state-", n, lambda i, tx: f"state-{i:07d}")
+        raw = new_accounts(n)
         producer = librdkafka_producer(settings.bootstrap_servers, settings)
         broker_pid = alone.pids["broker"]
         cpu0, t0 = cpu_time_s(pid) or 0.0, time.monotonic()

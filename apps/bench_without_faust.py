@@ -37,7 +37,6 @@ from agents import topics
 from apps.bench import (
     Baseline,
     Collector,
-    DataSource,
     baseline_topics,
     cpu_time_s,
     create_extra_topics,
@@ -49,7 +48,13 @@ from apps.bench import (
     write_report,
 )
 from apps.bench import say as say_line
-from apps.bench_state import fresh_broker, inputs_for, measure_service, wait_for_output
+from apps.bench_state import (
+    fresh_broker,
+    inputs_for,
+    measure_service,
+    new_accounts,
+    wait_for_output,
+)
 from apps.settings import Settings
 
 SERVICE = "profile"
@@ -61,9 +66,7 @@ STALL_S = 60.0
 
 def requests_for(prefix: str, n: int) -> list[tuple[str, bytes, bytes]]:
     """N analysis requests for the profile agent, one for each of N new accounts."""
-    source = DataSource(accounts=1000, seed=11)  # the accounts are replaced
-    raw = source.batch(prefix, n, lambda i, tx: f"{prefix}{i:07d}")
-    ((_, requests),) = inputs_for(SERVICE, raw)
+    ((_, requests),) = inputs_for(SERVICE, new_accounts(n, prefix))
     return requests
 
 
@@ -86,9 +89,15 @@ async def answers(settings: Settings, topic: str, ids: list[str]) -> dict[str, d
 
 
 async def measure_without(
-    name: str, kind: str, n: int, base: Settings, work: Path, say: Any
+    name: str,
+    kind: str,
+    requests: list[tuple[str, bytes, bytes]],
+    base: Settings,
+    work: Path,
+    say: Any,
 ) -> dict[str, Any]:
-    """One of ``WITHOUT`` alone on a fresh broker, handed n requests; stopped by its pid."""
+    """One of ``WITHOUT`` alone on a fresh broker, handed the requests; stopped by its pid."""
+    n = len(requests)
     async with fresh_broker(base, work / name) as (broker, settings):
         app_id = f"bench-bare-{kind}"
         await create_extra_topics(
@@ -104,7 +113,6 @@ async def measure_without(
             await produce_paced(producer, SOURCE, requests_for("probe-", 1), 0.0)
             producer.flush(30)
             await ready(settings, process)
-            requests = requests_for("state-", n)
             say(f"{name}: {n} requests ...")
             cpu0, broker0, t0 = (
                 cpu_time_s(pid) or 0.0,
@@ -163,8 +171,11 @@ async def measure_all(n: int, base: Settings, say: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="riskstream-bench-without-faust-") as tmp:
         work = Path(tmp)
 
+        # What measure_service hands the service (bench_state.new_accounts), as requests.
+        requests = requests_for("state-", n)
+        ids = [i for i, _, _ in requests]
+
         async def service_answers(settings: Settings) -> dict[str, dict[str, Any]]:
-            ids = [i for i, _, _ in requests_for("state-", n)]
             return await answers(settings, topics.results_topic(SERVICE), ids)
 
         service = await measure_service(SERVICE, n, base, work, say, STALL_S, service_answers)
@@ -172,7 +183,7 @@ async def measure_all(n: int, base: Settings, say: Any) -> dict[str, Any]:
         report["pids"]["profile_service"] = service["pids"]
         without: dict[str, Any] = {}
         for name, kind in WITHOUT:
-            without[name] = await measure_without(name, kind, n, base, work, say)
+            without[name] = await measure_without(name, kind, requests, base, work, say)
             report["runs"][name] = per_request(without[name], n)
             report["pids"][name] = without[name]["pids"]
     bare = without["profile_without_faust"]["answers"]

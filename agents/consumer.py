@@ -192,6 +192,32 @@ class Consumer(aiokafka_driver.Consumer):
             unset_flag(CONSUMER_FETCHING)
 
 
+def committed_offset(app: Any, tp: TP) -> int | None:
+    """The consumer's committed offset (the next to read) of ``tp``, if known.
+
+    Faust keeps it privately; it is what the group resumes from after a restart,
+    so everything before it was processed by an earlier run.
+    """
+    offset: int | None = app.consumer._committed_offset.get(tp)
+    return offset
+
+
+def read_to_end(app: Any, tp: TP, next_offset: int | None) -> bool | None:
+    """Whether this worker has handled everything in ``tp`` up to its high watermark.
+
+    ``next_offset``: the offset after the last message it handled there (None:
+    none); the committed offset counts as well. None when it cannot tell: the
+    partition was not fetched yet, or is not this worker's.
+    """
+    try:
+        highwater = app.consumer.highwater(tp)
+    except Exception:  # not assigned, or the consumer is not running
+        return None
+    if highwater is None:
+        return None
+    return max(next_offset or 0, committed_offset(app, tp) or 0) >= highwater
+
+
 def install(app: Any) -> None:
     """Make ``app`` create this consumer (on Kafka; another transport keeps its own)."""
     transport = app.transport

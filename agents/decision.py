@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import faust
@@ -18,6 +19,7 @@ from faust.types import TP
 
 from agents import topics
 from agents.batches import Batches, input_topic
+from agents.consumer import read_to_end
 from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms, rfc3339_to_ms
 from agents.decide import Policy, decide
 from agents.ordering import OrderedAcks, set_fetching
@@ -29,11 +31,14 @@ from tables.decision import DecisionTables
 from tables.join_state import (
     REQUEST,
     Analysis,
+    OverdueJoins,
     Pending,
     PendingJoins,
+    ReadPositions,
     answer_of,
     complete,
     parts_to_hold,
+    unread_answers,
     with_request,
     with_result,
 )
@@ -79,6 +84,8 @@ def register(
     decisions_out = Output(app, topics.DECISIONS)
     decided = TableRows(app, tables.decisions)
     joins = PendingJoins()
+    positions = ReadPositions()  # how far each results partition has been read
+    overdue = OverdueJoins()  # past the deadline, an answer maybe still unread
     acks = OrderedAcks()
     due: list[tuple[int, str]] = []  # (deadline epoch ms, analysis_id), a heap
     wait_for_all = settings.decision_mode == "wait_for_all"
@@ -138,7 +145,45 @@ def register(
         async for batch in batches:
             for event in batches.each(batch):
                 await join(event)
+            decide_overdue()
             await publish_decided()
+
+    def read_past(topic: str, partition: int, at_ms: int) -> bool:
+        """Whether nothing produced before ``at_ms`` is left unread in this results partition.
+
+        Where this worker cannot tell (the partition not fetched yet), it
+        counts as read: the deadline then decides on what is there, as live.
+        """
+        if positions.stamped_past(topic, partition, at_ms):
+            return True
+        next_offset = positions.next_offset(topic, partition)
+        return read_to_end(app, TP(topic, partition), next_offset) is not False
+
+    def still_unread(state: Analysis, partition: int) -> list[str]:
+        return unread_answers(
+            state,
+            _deadline_ms(state),
+            lambda agent, at_ms: read_past(PART_TOPICS[agent], partition, at_ms),
+        )
+
+    def decide_overdue() -> None:
+        """Decide the overdue joins whose results partitions were read up to their deadline."""
+        for topic, partition in overdue.partitions():
+            for analysis_id in overdue.ready(
+                topic, partition, partial(read_past, topic, partition)
+            ):
+                pending = joins.get(analysis_id)
+                if pending is None or pending.decide_by is None:
+                    continue  # decided meanwhile, or built again since
+                unread = still_unread(pending.state, partition)
+                if unread:
+                    wait_for(pending, unread[0])
+                else:
+                    settle(pending, pending.state, pending.decide_by, now_ms())
+
+    def wait_for(pending: Pending, agent: str) -> None:
+        state = pending.state
+        overdue.wait(PART_TOPICS[agent], pending.partition, _deadline_ms(state), state.analysis_id)
 
     async def join(event: faust.EventT) -> None:
         msg = event.message
@@ -154,6 +199,8 @@ def register(
             return
         key = analysis_id.encode()
         stamp_ms = int(msg.timestamp * 1000)
+        if answer is not None:
+            positions.saw(msg.topic, msg.partition, msg.offset, stamp_ms)
         if msg.topic == topics.DECISION_REQUESTS:
             joins.saw_request(msg.partition, stamp_ms, now_ms())
         pending = joins.get(analysis_id)
@@ -199,6 +246,22 @@ def register(
         )
         if not (complete(state) or deadline_passed):
             return
+        position = [msg.topic, msg.partition, msg.offset]
+        if not complete(state):
+            unread = still_unread(state, msg.partition)
+            if unread:
+                # An answer made in time may still wait in Kafka behind a
+                # backlog: decided by this tick once it has been read up to.
+                pending.decide_by = position
+                metrics.deadline_waits.inc()
+                wait_for(pending, unread[0])
+                return
+        settle(pending, state, position, now)
+
+    def settle(pending: Pending, state: Analysis, position: list[Any], now: int) -> None:
+        """Decide the join now; the decision is published with the batch's, by ``position``."""
+        analysis_id = state.analysis_id
+        key = analysis_id.encode()
         decision = decide(
             state,
             policy,
@@ -206,8 +269,8 @@ def register(
             latency_ms=float(now - _requested_ms(state)),
         )
         doc = decision.model_dump(mode="json")
-        position = [msg.topic, msg.partition, msg.offset]
-        decided[key] = orjson.dumps({"decision": doc, "decided_by": position})
+        # An overdue join is decided after its batch: not by the current event.
+        decided.put(key, orjson.dumps({"decision": doc, "decided_by": position}), pending.partition)
         joins.pop(analysis_id)
         decided_now.append((key, doc, pending))
         outcome_counters[decision.outcome].inc()
@@ -252,6 +315,8 @@ def register(
         partitions = {tp.partition for tp in mine}
         for partition in partitions:  # their next assignment starts fetching again
             holding_back.pop(partition, None)
+        positions.forget(partitions)
+        overdue.drop_partitions(partitions)
         dropped = joins.drop_partitions(partitions)
         if dropped:
             log.info(

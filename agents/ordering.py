@@ -31,6 +31,7 @@ from aiokafka import TopicPartition
 from faust.types import TP
 
 from agents import topics
+from agents.consumer import committed_offset, read_to_end
 from apps.settings import Settings
 from tables.watermarks import (
     INF,
@@ -82,15 +83,6 @@ async def set_fetching(app: faust.App, tps: set[TP], *, fetch: bool) -> None:
     await thread.call_thread(apply)
 
 
-def _committed(app: faust.App, tp: TP) -> int | None:
-    """The consumer's committed offset (the next to read) of ``tp``, if known.
-
-    Faust keeps it privately; it is what the group resumes from after a restart,
-    so everything before it was processed by an earlier run.
-    """
-    return app.consumer._committed_offset.get(tp)
-
-
 class SourceWatermarks:
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
@@ -114,14 +106,7 @@ class SourceWatermarks:
         self._sent.append(pending)
 
     def _caught_up(self, tp: TP) -> bool:
-        try:
-            highwater = self.app.consumer.highwater(tp)
-        except Exception:  # not fetched yet
-            return False
-        if highwater is None:
-            return False
-        position = max(self._next_offset.get(tp.partition, 0), _committed(self.app, tp) or 0)
-        return position >= highwater
+        return read_to_end(self.app, tp, self._next_offset.get(tp.partition)) is True
 
     async def tick(self) -> None:
         owned = sorted(
@@ -203,7 +188,7 @@ class RelayedWatermarks:
             except Exception:
                 required = -1
         gate = self.gates[partition]
-        committed = _committed(self.app, tp)
+        committed = committed_offset(self.app, tp)
         if committed is not None:
             gate.processed_through(committed - 1)
         gate.add(required, marker)

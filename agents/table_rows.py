@@ -77,7 +77,10 @@ class TableRows(MutableMapping[bytes, bytes]):
         return default if value is None else value
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        partition = self._partition()
+        self.put(key, value, self._partition())
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """A write to a given partition, whatever the current event."""
         if self._partition_db is None:
             self.store[key] = value
         self._pending[key] = (value, partition)

@@ -35,6 +35,7 @@ class Metrics:
     pending_analyses: Gauge
     orphaned_results: Counter
     inputs_paused: Counter
+    deadline_waits: Counter
     batch_seconds: Histogram
     batch_events: Histogram
 
@@ -114,6 +115,11 @@ class Metrics:
                 "decision_inputs_paused",
                 "Times the decision service stopped fetching one input of a partition "
                 "because it ran ahead of the others",
+            ),
+            deadline_waits=counter(
+                "deadline_waits",
+                "Analyses past their deadline not decided yet because a missing agent's "
+                "results were not read up to the deadline",
             ),
         )
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,9 @@ class Pending:
     first_stamp_ms: int  # the broker timestamp of that message (when it was produced)
     tokens: list[Any] = field(default_factory=list)
     deadline_sent: bool = False
+    # Once its deadline tick was read while an answer may still be unread:
+    # the tick's position, which the deadline decision will be made by.
+    decide_by: list[Any] | None = None
 
 
 @dataclass(slots=True)
@@ -248,6 +252,93 @@ class PendingJoins:
             elif now_ms - max(p.first_seen_ms, clock.seen_ms if clock else 0) >= after_ms:
                 out.append(p)  # no request at all for that long
         return out
+
+
+def unread_answers(
+    state: Analysis, deadline_ms: int, read_past: Callable[[str, int], bool]
+) -> list[str]:
+    """The missing agents whose answer may have come by the deadline and not been read yet.
+
+    ``read_past(agent, at_ms)`` tells whether the agent's results partition of
+    this join has been read up to ``at_ms``: nothing produced before it is
+    left unread there. An agent is missing at the deadline only then: behind
+    a backlog (after an outage of the decision service, or while it lags at
+    full speed) an answer produced in time can still be waiting in Kafka when
+    the deadline tick is read.
+    """
+    return [agent for agent in state.missing_agents if not read_past(agent, deadline_ms)]
+
+
+class ReadPositions:
+    """How far this worker has read each input partition: the next offset and the latest timestamp."""
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], int] = {}
+        self._stamp: dict[tuple[str, int], int] = {}
+
+    def saw(self, topic: str, partition: int, offset: int, stamp_ms: int) -> None:
+        key = (topic, partition)
+        if offset >= self._next.get(key, 0):
+            self._next[key] = offset + 1
+        if stamp_ms > self._stamp.get(key, -1):
+            self._stamp[key] = stamp_ms
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """The offset after the last message read there, or None if none was."""
+        return self._next.get((topic, partition))
+
+    def stamped_past(self, topic: str, partition: int, at_ms: int) -> bool:
+        """Whether a message stamped at ``at_ms`` or later was read there.
+
+        A partition is appended to in time order, so everything produced before
+        ``at_ms`` was read by then (up to the clock skew of its producers).
+        """
+        return self._stamp.get((topic, partition), -1) >= at_ms
+
+    def forget(self, partitions: Set[int]) -> None:
+        for key in [k for k in self._next if k[1] in partitions]:
+            del self._next[key]
+            self._stamp.pop(key, None)
+
+
+class OverdueJoins:
+    """Joins past their deadline waiting for one results partition to be read up to it.
+
+    By (topic, partition), a heap of (deadline ms, analysis_id); an entry whose
+    join was decided meanwhile is the caller's to skip.
+    """
+
+    def __init__(self) -> None:
+        self._by_tp: dict[tuple[str, int], list[tuple[int, str]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(heap) for heap in self._by_tp.values())
+
+    def wait(self, topic: str, partition: int, deadline_ms: int, analysis_id: str) -> None:
+        heapq.heappush(self._by_tp.setdefault((topic, partition), []), (deadline_ms, analysis_id))
+
+    def partitions(self) -> list[tuple[str, int]]:
+        """The (topic, partition) pairs some join waits for."""
+        return list(self._by_tp)
+
+    def ready(self, topic: str, partition: int, read_past: Callable[[int], bool]) -> list[str]:
+        """Takes off the joins waiting for (topic, partition) whose deadline it was read past.
+
+        ``read_past(deadline_ms)`` must hold for every deadline up to one for
+        which it holds: the earliest deadlines are tried first, and the first
+        one not read past ends the search.
+        """
+        heap = self._by_tp.get((topic, partition))
+        out: list[str] = []
+        while heap and read_past(heap[0][0]):
+            out.append(heapq.heappop(heap)[1])
+        if not heap:
+            self._by_tp.pop((topic, partition), None)
+        return out
+
+    def drop_partitions(self, partitions: Set[int]) -> None:
+        for key in [k for k in self._by_tp if k[1] in partitions]:
+            del self._by_tp[key]
 
 
 def _counter(by_partition: dict[int, Counter[str]], partition: int) -> Counter[str]:

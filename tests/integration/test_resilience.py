@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
+from agents import topics
 from apps.broker import free_port
 from tests.integration.conftest import get_json, running_stack, wait_for
+from tests.integration.test_decision_joins import decision_inputs
 from tests.integration.test_pipeline import as_messages, demo_transactions
 from tests.kafka_helpers import produce
 
@@ -112,3 +115,75 @@ def test_a_service_killed_and_restarted_with_an_empty_data_dir_rebuilds_its_tabl
     for tx_id in decided:
         # Decisions made before the crash are not made again differently.
         assert {d["outcome"] for d in found[tx_id]} == {decided[tx_id][0]["outcome"]}
+
+
+def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(stack, run_id):
+    # While the decision service is down, requests and the agents' answers
+    # come in well within the deadline, but geo's answers queue behind 20,000
+    # late copies of earlier answers. Started again, the service reads the
+    # deadline ticks long before geo's answers: those analyses wait until
+    # geo's results partitions have been read up to their deadline. Only the
+    # analyses geo never answered are decided without it.
+    earlier = demo_transactions(f"{run_id}-a", 200, seed=37)
+    produce(stack.bootstrap, as_messages(earlier))
+    assert set(stack.decisions_for({tx["transaction_id"] for tx in earlier})) == {
+        tx["transaction_id"] for tx in earlier
+    }
+    geo_results = topics.results_topic("geo")
+    late_copies = [
+        (key, value)
+        for topic, messages in decision_inputs(earlier)
+        if topic == geo_results
+        for _, key, value in messages
+    ] * 100
+    txs = demo_transactions(run_id, 500, seed=38)
+    unanswered = {tx["transaction_id"] for tx in txs[::10]}
+    decision = stack.supervisor.services["decision"]
+    stack.supervisor.stop("decision")
+    produce(stack.bootstrap, late_copies, geo_results)
+    for topic, messages in decision_inputs(txs):
+        produce(
+            stack.bootstrap,
+            [(k, v) for tx_id, k, v in messages if topic != geo_results or tx_id not in unanswered],
+            topic,
+        )
+    time.sleep(stack.settings.deadline_ms / 1000 + 0.5)  # every deadline has passed
+
+    # One message a batch: the backlog takes seconds to read, the ticks come sooner.
+    stack.supervisor.extra_env["RISKSTREAM_BATCH_MAX_EVENTS"] = "1"
+    try:
+        stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
+    finally:
+        del stack.supervisor.extra_env["RISKSTREAM_BATCH_MAX_EVENTS"]
+    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+    ids = {tx["transaction_id"] for tx in txs}
+    found = stack.decisions_for(ids, timeout_s=120)
+    assert set(found) == ids, f"lost decisions: {sorted(ids - set(found))[:5]}"
+    assert all(len(ds) == 1 for ds in found.values())
+    named = {t: ds[0]["missing_agents"] for t, ds in found.items() if ds[0]["missing_agents"]}
+    assert set(named) == unanswered, f"{len(set(named) - unanswered)} answered named missing"
+    assert all(agents == ["geo"] for agents in named.values())
+    # The backlog did put deadline decisions off (else this test shows nothing).
+    assert stack.metric("riskstream_deadline_waits_total", of="decision") > 0
+
+    stack.supervisor.stop("decision")  # back to the module's settings
+    stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
+    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+
+
+def test_with_an_agent_down_the_deadline_decides_without_it(stack, run_id):
+    # Live, nothing of geo's is left unread: each deadline decides at once.
+    geo = stack.supervisor.services["geo"]
+    stack.supervisor.stop("geo")
+    try:
+        txs = demo_transactions(run_id, 30, seed=39)
+        produced_at = time.monotonic()
+        produce(stack.bootstrap, as_messages(txs))
+        found = stack.decisions_for({tx["transaction_id"] for tx in txs}, timeout_s=60)
+        took_s = time.monotonic() - produced_at
+    finally:
+        stack.supervisor.start("geo", geo.port, data_dir=geo.data_dir)
+        stack.supervisor.wait_ready(timeout_s=120, names=["geo"])
+    assert len(found) == len(txs)
+    assert all(len(ds) == 1 and ds[0]["missing_agents"] == ["geo"] for ds in found.values())
+    assert took_s < 30, f"decided {took_s:.0f} s after the transactions"

@@ -10,11 +10,14 @@ import pytest
 from agents.decide import Policy, combined_score, decide, outcome_for
 from tables.join_state import (
     Analysis,
+    OverdueJoins,
     PendingJoins,
+    ReadPositions,
     answer_of,
     complete,
     parts_of,
     parts_to_hold,
+    unread_answers,
     waits_for,
     with_request,
     with_result,
@@ -300,3 +303,58 @@ def test_the_counts_kept_step_by_step_equal_the_counts_of_the_joins_held():
             waiting = Counter(part for j in held for part in waits_for(j.state))
             assert +joins.holding(p) == holding, step
             assert +joins.waiting(p) == waiting, step
+
+
+def test_at_the_deadline_only_agents_whose_results_may_still_be_unread_are_waited_for():
+    state = with_result(with_request(Analysis("a-1"), REQUEST), result("velocity", 0.1))
+    read_up_to = {"profile": 1_000, "geo": 1_600}  # how far each results partition was read
+    asked = []
+
+    def read_past(agent: str, at_ms: int) -> bool:
+        asked.append(agent)
+        return read_up_to[agent] >= at_ms
+
+    assert unread_answers(state, 1_500, read_past) == ["profile"]
+    assert asked == ["profile", "geo"]  # the missing agents only, in the expected order
+    assert unread_answers(state, 1_000, read_past) == []
+    done = with_result(with_result(state, result("profile", 0.0)), result("geo", 0.0))
+    assert unread_answers(done, 5_000, read_past) == []
+
+
+def test_a_partition_is_read_past_a_time_once_a_message_stamped_at_or_after_it_was_read():
+    read = ReadPositions()
+    assert read.next_offset("agent.geo.results", 1) is None
+    assert not read.stamped_past("agent.geo.results", 1, 0)
+    read.saw("agent.geo.results", 1, offset=7, stamp_ms=1_000)
+    read.saw("agent.geo.results", 1, offset=5, stamp_ms=1_200)  # a redelivery: offsets go back
+    read.saw("agent.geo.results", 2, offset=0, stamp_ms=3_000)
+    assert read.next_offset("agent.geo.results", 1) == 8
+    assert read.stamped_past("agent.geo.results", 1, 1_200)
+    assert not read.stamped_past("agent.geo.results", 1, 1_201)
+    assert not read.stamped_past("agent.profile.results", 1, 0)
+    read.forget({1})
+    assert read.next_offset("agent.geo.results", 1) is None
+    assert not read.stamped_past("agent.geo.results", 1, 0)
+    assert read.next_offset("agent.geo.results", 2) == 1
+
+
+def test_overdue_joins_come_off_in_deadline_order_as_far_as_their_partition_was_read():
+    overdue = OverdueJoins()
+    for deadline, analysis_id in [(300, "c"), (100, "a"), (200, "b")]:
+        overdue.wait("agent.geo.results", 0, deadline, analysis_id)
+    overdue.wait("agent.geo.results", 1, 100, "d")
+    overdue.wait("agent.profile.results", 0, 100, "e")
+    assert len(overdue) == 5
+    asked: list[int] = []
+
+    def read_to_250(at_ms: int) -> bool:
+        asked.append(at_ms)
+        return at_ms <= 250
+
+    assert overdue.ready("agent.geo.results", 0, read_to_250) == ["a", "b"]
+    assert asked == [100, 200, 300]  # stops at the first deadline not read past
+    assert overdue.ready("agent.geo.results", 0, lambda at_ms: True) == ["c"]
+    assert ("agent.geo.results", 0) not in overdue.partitions()
+    overdue.drop_partitions({1})
+    assert overdue.partitions() == [("agent.profile.results", 0)]
+    assert overdue.ready("agent.geo.results", 7, lambda at_ms: True) == []

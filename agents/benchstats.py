@@ -117,3 +117,24 @@ def hop_latencies(
         a, b = stamps.get(source, {}), stamps.get(sink, {})
         out[name] = latency_summary(b[i] - a[i] for i in wanted if i in a and i in b)
     return out
+
+
+def named_missing_in_time(
+    named: Mapping[str, tuple[Sequence[str], float]],
+    answered: Mapping[str, Mapping[str, float]],
+    deadline_ms: float,
+) -> int:
+    """How many decisions named an agent missing that had answered by the deadline.
+
+    ``named``: transaction id -> (the agents its decision named missing, its
+    request's time in ms); ``answered``: agent -> transaction id -> the
+    timestamp (ms) of the agent's answer. An answer counts as in time when it
+    was stamped before the request's time plus ``deadline_ms``.
+    """
+    return sum(
+        any(
+            answered.get(agent, {}).get(tx_id, math.inf) < requested_ms + deadline_ms
+            for agent in agents
+        )
+        for tx_id, (agents, requested_ms) in named.items()
+    )

@@ -53,6 +53,7 @@ from agents.benchstats import (
     hop_latencies,
     latency_summary,
     match_times,
+    named_missing_in_time,
     ratio,
     throughput,
 )
@@ -77,6 +78,7 @@ BASELINES = (
     ("aiokafka_relay", "relay", False),
 )
 DAY_MS = 24 * 3600 * 1000
+NAMED_MISSING = "_named_missing"  # a run's decisions that named agents missing, until checked
 LAST_RESULT = "last agent result"  # per transaction, the latest of its three results
 # (name, from, to): a transaction's way through the pipeline, one step at a time,
 # timed by the timestamps its messages got when they were sent.
@@ -633,9 +635,12 @@ class Collector:
             await self._consumer.stop()
 
 
-def parse_decision(value: bytes) -> tuple[str, tuple[int, str, float]]:
+def parse_decision(value: bytes) -> tuple[str, tuple[tuple[str, ...], str, float, float]]:
+    """A decision: its transaction, the agents it named missing, outcome, latency, request time."""
     d = orjson.loads(value)
-    return d["transaction_id"], (len(d["missing_agents"]), d["outcome"], float(d["latency_ms"]))
+    latency_ms = float(d["latency_ms"])
+    requested_ms = rfc3339_to_ms(d["decided_at"]) - latency_ms
+    return d["transaction_id"], (tuple(d["missing_agents"]), d["outcome"], latency_ms, requested_ms)
 
 
 def parse_baseline(value: bytes) -> tuple[str, None]:
@@ -754,6 +759,11 @@ class Bench:
                 prefix = f"bench-{self.run_id}-r{index}-"
                 ids = [i for i in stamps[topics.TRANSACTIONS] if i.startswith(prefix)]
                 run["hops_ms"] = hop_latencies(stamps, HOPS, ids)
+                run["missing_answered_in_time"] = named_missing_in_time(
+                    run.pop(NAMED_MISSING),
+                    {a: stamps[topics.results_topic(a)] for a in AGENT_NAMES},
+                    self.settings.deadline_ms,
+                )
                 # Above capacity, deadlines decide before the agents are done: how fast
                 # did every agent answer? (first transaction sent to last result sent)
                 answered = [stamps[LAST_RESULT][i] for i in ids if i in stamps[LAST_RESULT]]
@@ -842,7 +852,11 @@ class Bench:
             "throughput_tps": throughput(matched.matched, t0, matched.last_consume_s),
             "latency_ms": latency_summary(matched.latencies_ms),
             "pipeline_latency_ms": latency_summary(i[2] for i in infos),
-            "missing_agents": sum(1 for i in infos if i[0] > 0),
+            "missing_agents": sum(1 for i in infos if i[0]),
+            # filled in once the agents' answers are read (run_all): how many of
+            # those decisions named an agent that had answered by the deadline
+            "missing_answered_in_time": None,
+            NAMED_MISSING: {k: (v[1][0], v[1][3]) for k, v in seen.items() if v[1][0]},
             "outcomes": dict(Counter(i[1] for i in infos)),
             "cpu_s": cpu,
             # over the window the CPU was read in: first produce to the end of the wait
@@ -1371,12 +1385,18 @@ def _rate_label(rate: float) -> str:
     return "max" if rate == 0 else f"{rate:g}/s"
 
 
+def _missing_cell(run: dict[str, Any]) -> str:
+    """Decisions that named an agent missing, and of them, those whose agent had answered in time."""
+    in_time = run.get("missing_answered_in_time")
+    return f"{run['missing_agents']}" + ("" if in_time is None else f" ({in_time} in time)")
+
+
 def _run_line(run: dict[str, Any]) -> str:
     lat = run["latency_ms"]
     return (
         f"{_rate_label(run['offered_rate'])}: {run['decided']}/{run['produced']} decided, "
         f"{run['throughput_tps']:.0f} tx/s, p50 {_fmt(lat['p50'])} ms p99 {_fmt(lat['p99'])} ms, "
-        f"missing_agents {run['missing_agents']}"
+        f"missing_agents {_missing_cell(run)}"
     )
 
 
@@ -1435,7 +1455,7 @@ def print_report(console: Any, report: dict[str, Any]) -> None:
             _fmt(lat["p95"]),
             _fmt(lat["p99"]),
             _fmt(lat["max"]),
-            str(r["missing_agents"]),
+            _missing_cell(r),
             _fmt(r["cpu_ms_per_transaction"], ".1f"),
         )
     console.print(table)

@@ -101,3 +101,18 @@ def test_hop_latencies_pair_each_transactions_timestamps_topic_to_topic():
     assert got["second"]["count"] == 2 and got["second"]["p50"] == 15.5  # 1 and 30, interpolated
     assert got["whole"]["count"] == 3 and got["whole"]["max"] == 699.0
     assert hop_latencies(stamps, hops, ["b"])["first"]["p50"] == 30.0  # only the ids asked for
+
+
+def test_a_decision_naming_an_agent_that_answered_by_the_deadline_is_counted():
+    from agents.benchstats import named_missing_in_time
+
+    answered = {"geo": {"a": 1_999.0, "b": 2_000.0}, "velocity": {"c": 500.0}}
+    named = {
+        "a": (["geo"], 0.0),  # answered 1 ms before its deadline: in time
+        "b": (["geo"], 0.0),  # answered at the deadline: late
+        "c": (["profile", "velocity"], 0.0),  # velocity had answered in time
+        "d": (["geo"], 0.0),  # geo never answered
+    }
+    assert named_missing_in_time(named, answered, deadline_ms=2_000) == 2
+    assert named_missing_in_time({"a": (["geo"], 0.0)}, answered, deadline_ms=1_999) == 0
+    assert named_missing_in_time({}, answered, deadline_ms=2_000) == 0

@@ -188,6 +188,9 @@ def register(
     async def join(event: faust.EventT) -> None:
         msg = event.message
         entry = acks.track(event)
+        stamp_ms = int(msg.timestamp * 1000)
+        if msg.topic in RESULT_TOPICS:  # read, whatever it holds: see read_past
+            positions.saw(msg.topic, msg.partition, msg.offset, stamp_ms)
         try:
             body: dict[str, Any] = orjson.loads(event.value)
             analysis_id: str = body["analysis_id"]
@@ -198,9 +201,6 @@ def register(
             await acks.done(entry)
             return
         key = analysis_id.encode()
-        stamp_ms = int(msg.timestamp * 1000)
-        if answer is not None:
-            positions.saw(msg.topic, msg.partition, msg.offset, stamp_ms)
         if msg.topic == topics.DECISION_REQUESTS:
             joins.saw_request(msg.partition, stamp_ms, now_ms())
         pending = joins.get(analysis_id)

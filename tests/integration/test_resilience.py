@@ -8,6 +8,7 @@ import time
 import pytest
 
 from agents import topics
+from agents.output import partition_for
 from apps.broker import free_port
 from tests.integration.conftest import get_json, running_stack, wait_for
 from tests.integration.test_decision_joins import decision_inputs
@@ -123,7 +124,8 @@ def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(sta
     # late copies of earlier answers. Started again, the service reads the
     # deadline ticks long before geo's answers: those analyses wait until
     # geo's results partitions have been read up to their deadline. Only the
-    # analyses geo never answered are decided without it.
+    # analyses geo never answered are decided without it, once those partitions
+    # are read to the end, where an unreadable message is last.
     earlier = demo_transactions(f"{run_id}-a", 200, seed=37)
     produce(stack.bootstrap, as_messages(earlier))
     assert set(stack.decisions_for({tx["transaction_id"] for tx in earlier})) == {
@@ -147,6 +149,10 @@ def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(sta
             [(k, v) for tx_id, k, v in messages if topic != geo_results or tx_id not in unanswered],
             topic,
         )
+    partitions = stack.settings.partitions
+    keys = {partition_for(f"broken-{i}".encode(), partitions): f"broken-{i}" for i in range(64)}
+    assert len(keys) == partitions  # one for each partition
+    produce(stack.bootstrap, [(key.encode(), b"{broken") for key in keys.values()], geo_results)
     time.sleep(stack.settings.deadline_ms / 1000 + 0.5)  # every deadline has passed
 
     # One message a batch: the backlog takes seconds to read, the ticks come sooner.

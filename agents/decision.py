@@ -231,6 +231,7 @@ def register(
             body.pop("transaction", None)
             state = with_request(state, body)
             if not wait_for_all and state is not pending.state:
+                pending.request_at = [msg.topic, msg.partition, msg.offset]
                 heapq.heappush(due, (_deadline_ms(state), analysis_id))
         elif answer is not None:
             state = with_result(state, answer)
@@ -247,16 +248,24 @@ def register(
         if not (complete(state) or deadline_passed):
             return
         position = [msg.topic, msg.partition, msg.offset]
-        if not complete(state):
-            unread = still_unread(state, msg.partition)
-            if unread:
-                # An answer made in time may still wait in Kafka behind a
-                # backlog: decided by this tick once it has been read up to.
-                pending.decide_by = position
-                metrics.deadline_waits.inc()
-                wait_for(pending, unread[0])
-                return
+        if not complete(state) and waits_for_unread(pending, position):
+            return
         settle(pending, state, position, now)
+
+    def waits_for_unread(pending: Pending, decide_by: list[Any]) -> bool:
+        """Puts a join past its deadline aside while an answer made in time may be unread.
+
+        Behind a backlog an answer can still wait in Kafka: the join is then
+        decided after a batch that read its results partition up to the
+        deadline (``decide_overdue``), by the message at ``decide_by``.
+        """
+        unread = still_unread(pending.state, pending.partition)
+        if not unread:
+            return False
+        pending.decide_by = decide_by
+        metrics.deadline_waits.inc()
+        wait_for(pending, unread[0])
+        return True
 
     def settle(pending: Pending, state: Analysis, position: list[Any], now: int) -> None:
         """Decide the join now; the decision is published with the batch's, by ``position``."""
@@ -282,10 +291,19 @@ def register(
 
     @app.timer(interval=settings.deadline_check_interval_ms / 1000.0)
     async def fire_deadlines() -> None:
-        # Tables may only change inside a stream, so a deadline is a message,
-        # sent once per join: until it is read back, the join stays as it is.
-        # Behind a backlog many are due at once: one record batch per partition.
-        await deadlines.send_many(due_ticks(due, joins, now_ms()))
+        # A join is decided inside its stream, so a deadline is a message, sent
+        # once per join: until it is read back, the join stays as it is. Behind
+        # a backlog, where an answer may still be unread, no tick is needed: a
+        # batch will read that far (by the request's position, which stays
+        # unacknowledged until then). Many are due at once there, and the ticks
+        # go out as one record batch per partition.
+        now = now_ms()
+        fired_at = ms_to_rfc3339(now)
+        await deadlines.send_many(
+            deadline_tick(pending.state.analysis_id, fired_at)
+            for pending in due_joins(due, joins, now)
+            if pending.request_at is None or not waits_for_unread(pending, pending.request_at)
+        )
 
     @app.timer(interval=ORPHAN_CHECK_INTERVAL_S)
     async def drop_orphans() -> None:
@@ -324,23 +342,26 @@ def register(
             )
 
 
-def due_ticks(due: list[tuple[int, str]], joins: PendingJoins, now: int) -> list[Outgoing]:
-    """The deadline ticks to send at ``now``, taken off the ``due`` heap.
+def due_joins(due: list[tuple[int, str]], joins: PendingJoins, now: int) -> list[Pending]:
+    """The undecided joins whose deadline has passed by ``now``, taken off the ``due`` heap.
 
-    One per undecided join whose deadline has passed, once: a join decided
-    meanwhile, or handed to another worker, gets none.
+    Each once: a join decided meanwhile, or handed to another worker, is left out.
     """
-    fired_at = ms_to_rfc3339(now)
-    ticks: list[Outgoing] = []
+    out: list[Pending] = []
     while due and due[0][0] <= now:
         _, analysis_id = heapq.heappop(due)
         pending = joins.get(analysis_id)
         if pending is None or pending.deadline_sent:
             continue
         pending.deadline_sent = True
-        tick = {"analysis_id": analysis_id, "fired_at": fired_at}
-        ticks.append((analysis_id.encode(), orjson.dumps(tick), None))
-    return ticks
+        out.append(pending)
+    return out
+
+
+def deadline_tick(analysis_id: str, fired_at: str) -> Outgoing:
+    """The message that brings a join back to its stream once its deadline passed."""
+    tick = {"analysis_id": analysis_id, "fired_at": fired_at}
+    return (analysis_id.encode(), orjson.dumps(tick), None)
 
 
 async def _ack(event: faust.EventT) -> bool:

@@ -114,8 +114,9 @@ class Pending:
     first_stamp_ms: int  # the broker timestamp of that message (when it was produced)
     tokens: list[Any] = field(default_factory=list)
     deadline_sent: bool = False
-    # Once its deadline tick was read while an answer may still be unread:
-    # the tick's position, which the deadline decision will be made by.
+    request_at: list[Any] | None = None  # its request's position: [topic, partition, offset]
+    # Once past its deadline while an answer may still be unread: the position
+    # of the message the deadline decision will be made by (its tick or request).
     decide_by: list[Any] | None = None
 
 

@@ -8,7 +8,7 @@ import orjson
 
 from agents import topics
 from agents.contracts import analysis_id_for, now_rfc3339
-from agents.decision import due_ticks
+from agents.decision import deadline_tick, due_joins
 from apps.decision import create_app
 from tables.join_state import PendingJoins
 from tests.agents.conftest import Harness
@@ -162,7 +162,7 @@ async def test_a_result_that_is_not_an_answer_is_counted_and_skipped_and_the_rea
     assert invalid_internal_messages(app) == {"agent.geo.results": 1.0}
 
 
-def test_a_deadline_tick_goes_out_once_for_each_undecided_join_whose_deadline_passed():
+def test_a_deadline_comes_due_once_for_each_undecided_join_whose_deadline_passed():
     joins = PendingJoins()
     for aid in ("a-due", "a-decided", "a-later", "a-again"):
         joins.add(aid, partition=0, token=None, now_ms=0, stamp_ms=0)
@@ -170,11 +170,14 @@ def test_a_deadline_tick_goes_out_once_for_each_undecided_join_whose_deadline_pa
     due = [(100, "a-due"), (100, "a-decided"), (500, "a-later"), (90, "a-again")]
     heapq.heapify(due)
     heapq.heappush(due, (95, "a-again"))  # a join can be on the heap twice
-    ticks = due_ticks(due, joins, now=100)
-    assert [(key, orjson.loads(value), partition) for key, value, partition in ticks] == [
-        (b"a-again", {"analysis_id": "a-again", "fired_at": "1970-01-01T00:00:00.100Z"}, None),
-        (b"a-due", {"analysis_id": "a-due", "fired_at": "1970-01-01T00:00:00.100Z"}, None),
-    ]
+    assert [p.state.analysis_id for p in due_joins(due, joins, now=100)] == ["a-again", "a-due"]
     assert due == [(500, "a-later")]  # not yet due: stays on the heap
-    assert due_ticks(due, joins, now=499) == []
-    assert [key for key, _, _ in due_ticks(due, joins, now=500)] == [b"a-later"]
+    assert due_joins(due, joins, now=499) == []
+    assert [p.state.analysis_id for p in due_joins(due, joins, now=500)] == ["a-later"]
+    assert due_joins([(100, "a-due")], joins, now=1_000) == []  # once
+
+
+def test_a_deadline_tick_is_keyed_by_its_analysis():
+    key, value, partition = deadline_tick("a-1", "1970-01-01T00:00:00.100Z")
+    assert (key, partition) == (b"a-1", None)
+    assert orjson.loads(value) == {"analysis_id": "a-1", "fired_at": "1970-01-01T00:00:00.100Z"}

@@ -202,19 +202,32 @@ def committed_offset(app: Any, tp: TP) -> int | None:
     return offset
 
 
-def read_to_end(app: Any, tp: TP, next_offset: int | None) -> bool | None:
+def read_to_end(
+    app: Any, tp: TP, next_offset: int | None, *, as_of_ms: int | None = None
+) -> bool | None:
     """Whether this worker has handled everything in ``tp`` up to its high watermark.
 
     ``next_offset``: the offset after the last message it handled there (None:
-    none); the committed offset counts as well. None when it cannot tell: the
-    partition was not fetched yet, or is not this worker's.
+    none); the committed offset counts as well. With ``as_of_ms`` (epoch ms),
+    the high watermark must also have come with a fetch at or after that
+    time, so that what was written before then is below it: a partition whose
+    fetched records were all handled has an older one until its next fetch.
+    None when it cannot tell: the partition was not fetched yet, or is not
+    this worker's.
     """
     try:
         highwater = app.consumer.highwater(tp)
+        fetched_ms = (
+            None
+            if as_of_ms is None
+            else app.consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+        )
     except Exception:  # not assigned, or the consumer is not running
         return None
     if highwater is None:
         return None
+    if as_of_ms is not None and (fetched_ms is None or fetched_ms < as_of_ms):
+        return False
     return max(next_offset or 0, committed_offset(app, tp) or 0) >= highwater
 
 

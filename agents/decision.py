@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -157,7 +157,7 @@ def register(
         if positions.stamped_past(topic, partition, at_ms):
             return True
         next_offset = positions.next_offset(topic, partition)
-        return read_to_end(app, TP(topic, partition), next_offset) is not False
+        return read_to_end(app, TP(topic, partition), next_offset, as_of_ms=at_ms) is not False
 
     def still_unread(state: Analysis, partition: int) -> list[str]:
         return unread_answers(
@@ -166,20 +166,22 @@ def register(
             lambda agent, at_ms: read_past(PART_TOPICS[agent], partition, at_ms),
         )
 
-    def decide_overdue() -> None:
-        """Decide the overdue joins whose results partitions were read up to their deadline."""
+    def overdue_ready() -> Iterator[Pending]:
+        """The joins put aside whose results partition was since read up to their deadline."""
         for topic, partition in overdue.partitions():
             for analysis_id in overdue.ready(
                 topic, partition, partial(read_past, topic, partition)
             ):
                 pending = joins.get(analysis_id)
-                if pending is None or pending.decide_by is None:
-                    continue  # decided meanwhile, or built again since
-                unread = still_unread(pending.state, partition)
-                if unread:
-                    wait_for(pending, unread[0])
-                else:
-                    settle(pending, pending.state, pending.decide_by, now_ms())
+                if pending is not None and pending.decide_by is not None:
+                    yield pending  # else decided meanwhile, or built again since
+
+    def decide_overdue() -> None:
+        """After a batch: decide the joins put aside that it read far enough for."""
+        for pending in overdue_ready():
+            assert pending.decide_by is not None
+            if not waits_for_unread(pending, pending.decide_by):
+                settle(pending, pending.state, pending.decide_by, now_ms())
 
     def wait_for(pending: Pending, agent: str) -> None:
         state = pending.state
@@ -262,8 +264,9 @@ def register(
         unread = still_unread(pending.state, pending.partition)
         if not unread:
             return False
+        if pending.decide_by is None:
+            metrics.deadline_waits.inc()
         pending.decide_by = decide_by
-        metrics.deadline_waits.inc()
         wait_for(pending, unread[0])
         return True
 
@@ -292,18 +295,22 @@ def register(
     @app.timer(interval=settings.deadline_check_interval_ms / 1000.0)
     async def fire_deadlines() -> None:
         # A join is decided inside its stream, so a deadline is a message, sent
-        # once per join: until it is read back, the join stays as it is. Behind
-        # a backlog, where an answer may still be unread, no tick is needed: a
-        # batch will read that far (by the request's position, which stays
-        # unacknowledged until then). Many are due at once there, and the ticks
-        # go out as one record batch per partition.
+        # once per join: until it is read back, the join stays as it is. Where
+        # an answer may still be unread, the join is put aside instead, by its
+        # request's position (unacknowledged until it is decided): a batch that
+        # reads that far decides it (decide_overdue), and if none comes (the
+        # partition was read, but its high watermark not fetched since the
+        # deadline), its tick goes out here once it is. Behind a backlog many
+        # are due at once: the ticks go out as one record batch per partition.
         now = now_ms()
         fired_at = ms_to_rfc3339(now)
-        await deadlines.send_many(
+        ticks = [
             deadline_tick(pending.state.analysis_id, fired_at)
             for pending in due_joins(due, joins, now)
             if pending.request_at is None or not waits_for_unread(pending, pending.request_at)
-        )
+        ]
+        ticks += [deadline_tick(p.state.analysis_id, fired_at) for p in overdue_ready()]
+        await deadlines.send_many(ticks)
 
     @app.timer(interval=ORPHAN_CHECK_INTERVAL_S)
     async def drop_orphans() -> None:

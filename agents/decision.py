@@ -166,22 +166,24 @@ def register(
             lambda agent, at_ms: read_past(PART_TOPICS[agent], partition, at_ms),
         )
 
-    def overdue_ready() -> Iterator[Pending]:
-        """The joins put aside whose results partition was since read up to their deadline."""
+    def overdue_ready() -> Iterator[tuple[Pending, list[Any]]]:
+        """The joins put aside whose results partition was since read up to their deadline.
+
+        With each, the position it is to be decided by.
+        """
         for topic, partition in overdue.partitions():
             for analysis_id in overdue.ready(
                 topic, partition, partial(read_past, topic, partition)
             ):
                 pending = joins.get(analysis_id)
                 if pending is not None and pending.decide_by is not None:
-                    yield pending  # else decided meanwhile, or built again since
+                    yield pending, pending.decide_by  # else decided, or built again since
 
     def decide_overdue() -> None:
         """After a batch: decide the joins put aside that it read far enough for."""
-        for pending in overdue_ready():
-            assert pending.decide_by is not None
-            if not waits_for_unread(pending, pending.decide_by):
-                settle(pending, pending.state, pending.decide_by, now_ms())
+        for pending, decide_by in overdue_ready():
+            if not waits_for_unread(pending, decide_by):
+                settle(pending, pending.state, decide_by, now_ms())
 
     def wait_for(pending: Pending, agent: str) -> None:
         state = pending.state
@@ -309,7 +311,11 @@ def register(
             for pending in due_joins(due, joins, now)
             if pending.request_at is None or not waits_for_unread(pending, pending.request_at)
         ]
-        ticks += [deadline_tick(p.state.analysis_id, fired_at) for p in overdue_ready()]
+        ticks += [
+            deadline_tick(pending.state.analysis_id, fired_at)
+            for pending, decide_by in overdue_ready()
+            if not waits_for_unread(pending, decide_by)
+        ]
         await deadlines.send_many(ticks)
 
     @app.timer(interval=ORPHAN_CHECK_INTERVAL_S)

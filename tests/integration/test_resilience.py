@@ -8,6 +8,7 @@ import time
 import pytest
 
 from agents import topics
+from agents.contracts import analysis_id_for
 from agents.output import partition_for
 from apps.broker import free_port
 from tests.integration.conftest import get_json, running_stack, wait_for
@@ -169,8 +170,16 @@ def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(sta
     named = {t: ds[0]["missing_agents"] for t, ds in found.items() if ds[0]["missing_agents"]}
     assert set(named) == unanswered, f"{len(set(named) - unanswered)} answered named missing"
     assert all(agents == ["geo"] for agents in named.values())
-    # The backlog did put deadline decisions off (else this test shows nothing).
+    # The backlog did put deadline decisions off (else this test shows nothing),
+    # and a deadline that could only wait sent no tick.
     assert stack.metric("riskstream_deadline_waits_total", of="decision") > 0
+    analyses = {analysis_id_for(tx_id) for tx_id in ids}
+    ticks = [
+        m
+        for m in stack.read(topics.DECISION_DEADLINES, idle_s=1.0)
+        if m.json["analysis_id"] in analyses
+    ]
+    assert len(ticks) < len(ids) / 2, f"{len(ticks)} deadline ticks for {len(ids)} analyses"
 
     stack.supervisor.stop("decision")  # back to the module's settings
     stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)

@@ -78,7 +78,6 @@ BASELINES = (
     ("aiokafka_relay", "relay", False),
 )
 DAY_MS = 24 * 3600 * 1000
-NAMED_MISSING = "_named_missing"  # a run's decisions that named agents missing, until checked
 LAST_RESULT = "last agent result"  # per transaction, the latest of its three results
 # (name, from, to): a transaction's way through the pipeline, one step at a time,
 # timed by the timestamps its messages got when they were sent.
@@ -711,6 +710,8 @@ class Bench:
     baselines_started: list[Baseline] = field(default_factory=list)
     producer: Any = None
     data: DataSource | None = None
+    # By run tag: transaction id -> (the agents its decision named missing, request time ms).
+    named_missing: dict[str, dict[str, tuple[tuple[str, ...], float]]] = field(default_factory=dict)
 
     def check_alive(self) -> None:
         if self.supervisor is None:
@@ -760,7 +761,7 @@ class Bench:
                 ids = [i for i in stamps[topics.TRANSACTIONS] if i.startswith(prefix)]
                 run["hops_ms"] = hop_latencies(stamps, HOPS, ids)
                 run["missing_answered_in_time"] = named_missing_in_time(
-                    run.pop(NAMED_MISSING),
+                    self.named_missing.get(f"r{index}", {}),
                     {a: stamps[topics.results_topic(a)] for a in AGENT_NAMES},
                     self.settings.deadline_ms,
                 )
@@ -838,6 +839,7 @@ class Bench:
         self.data.accounts_decided.update(key.decode() for k, key, _ in messages if k in seen)
         matched = match_times(produced, {k: v[0] for k, v in seen.items()})
         infos = [v[1] for v in seen.values()]
+        self.named_missing[tag] = {k: (v[1][0], v[1][3]) for k, v in seen.items() if v[1][0]}
         window_s = (matched.last_consume_s or t_end) - t0
         cpu = cpu_seconds(before, after)
         return {
@@ -856,7 +858,6 @@ class Bench:
             # filled in once the agents' answers are read (run_all): how many of
             # those decisions named an agent that had answered by the deadline
             "missing_answered_in_time": None,
-            NAMED_MISSING: {k: (v[1][0], v[1][3]) for k, v in seen.items() if v[1][0]},
             "outcomes": dict(Counter(i[1] for i in infos)),
             "cpu_s": cpu,
             # over the window the CPU was read in: first produce to the end of the wait

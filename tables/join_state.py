@@ -265,7 +265,7 @@ def unread_answers(
     left unread there. An agent is missing at the deadline only then: behind
     a backlog (after an outage of the decision service, or while it lags at
     full speed) an answer produced in time can still be waiting in Kafka when
-    the deadline tick is read.
+    the deadline passes.
     """
     return [agent for agent in state.missing_agents if not read_past(agent, deadline_ms)]
 
@@ -311,9 +311,6 @@ class OverdueJoins:
 
     def __init__(self) -> None:
         self._by_tp: dict[tuple[str, int], list[tuple[int, str]]] = {}
-
-    def __len__(self) -> int:
-        return sum(len(heap) for heap in self._by_tp.values())
 
     def wait(self, topic: str, partition: int, deadline_ms: int, analysis_id: str) -> None:
         heapq.heappush(self._by_tp.setdefault((topic, partition), []), (deadline_ms, analysis_id))

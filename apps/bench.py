@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -634,12 +634,21 @@ class Collector:
             await self._consumer.stop()
 
 
-def parse_decision(value: bytes) -> tuple[str, tuple[tuple[str, ...], str, float, float]]:
-    """A decision: its transaction, the agents it named missing, outcome, latency, request time."""
+class DecisionRead(NamedTuple):
+    """What the bench keeps of a decision it read."""
+
+    missing_agents: tuple[str, ...]
+    outcome: str
+    latency_ms: float  # the decision's own: from its request to it
+    requested_ms: float  # when its request was made: decided_at less latency_ms
+
+
+def parse_decision(value: bytes) -> tuple[str, DecisionRead]:
     d = orjson.loads(value)
     latency_ms = float(d["latency_ms"])
     requested_ms = rfc3339_to_ms(d["decided_at"]) - latency_ms
-    return d["transaction_id"], (tuple(d["missing_agents"]), d["outcome"], latency_ms, requested_ms)
+    read = DecisionRead(tuple(d["missing_agents"]), d["outcome"], latency_ms, requested_ms)
+    return d["transaction_id"], read
 
 
 def parse_baseline(value: bytes) -> tuple[str, None]:
@@ -839,7 +848,9 @@ class Bench:
         self.data.accounts_decided.update(key.decode() for k, key, _ in messages if k in seen)
         matched = match_times(produced, {k: v[0] for k, v in seen.items()})
         infos = [v[1] for v in seen.values()]
-        self.named_missing[tag] = {k: (v[1][0], v[1][3]) for k, v in seen.items() if v[1][0]}
+        self.named_missing[tag] = {
+            k: (d.missing_agents, d.requested_ms) for k, (_, d) in seen.items() if d.missing_agents
+        }
         window_s = (matched.last_consume_s or t_end) - t0
         cpu = cpu_seconds(before, after)
         return {
@@ -853,12 +864,12 @@ class Bench:
             "elapsed_s": window_s,
             "throughput_tps": throughput(matched.matched, t0, matched.last_consume_s),
             "latency_ms": latency_summary(matched.latencies_ms),
-            "pipeline_latency_ms": latency_summary(i[2] for i in infos),
-            "missing_agents": sum(1 for i in infos if i[0]),
+            "pipeline_latency_ms": latency_summary(d.latency_ms for d in infos),
+            "missing_agents": sum(1 for d in infos if d.missing_agents),
             # filled in once the agents' answers are read (run_all): how many of
             # those decisions named an agent that had answered by the deadline
             "missing_answered_in_time": None,
-            "outcomes": dict(Counter(i[1] for i in infos)),
+            "outcomes": dict(Counter(d.outcome for d in infos)),
             "cpu_s": cpu,
             # over the window the CPU was read in: first produce to the end of the wait
             "cpu_share": {k: v / (t_end - t0) for k, v in cpu.items()},

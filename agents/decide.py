@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from agents.contracts import AgentReason, AgentSummary, Decision, Outcome
+from agents.contracts import Outcome
 from tables.join_state import Analysis
 
 MissingPolicy = Literal["ignore", "review", "decline"]
@@ -42,31 +42,48 @@ def outcome_for(score: float, policy: Policy, missing: list[str]) -> Outcome:
     return outcome
 
 
-def decide(state: Analysis, policy: Policy, *, decided_at: str, latency_ms: float) -> Decision:
+def decide(
+    state: Analysis, policy: Policy, *, decided_at: str, latency_ms: float
+) -> dict[str, Any]:
+    """The Decision document, as ``Decision(...).model_dump(mode="json")`` makes it.
+
+    Built directly, in the model's field order (a reason's agent after its code
+    and detail, as ``AgentReason`` inherits them): every part of it was checked
+    on the way in (``answer_of``, the orchestrator's request), and the model
+    with its nested reasons and summaries cost more than the deciding. A unit
+    test holds the JSON to the model's, byte for byte.
+    """
     request = state.request
     assert request is not None, "a decision needs its request"
-    answered = [a for a in state.expected_agents if a in state.results]
-    scores = {a: float(state.results[a]["score"]) for a in answered}
+    results = state.results
+    answered = [a for a in state.expected_agents if a in results]
+    scores = {a: float(results[a]["score"]) for a in answered}
     score = combined_score(scores, policy.weights)
     missing = state.missing_agents
-    reasons = [
-        AgentReason(agent=a, code=r["code"], detail=r["detail"])
-        for a in answered
-        for r in state.results[a].get("reasons", [])
-    ]
-    return Decision(
-        analysis_id=state.analysis_id,
-        transaction_id=request["transaction_id"],
-        account_id=request["account_id"],
-        outcome=outcome_for(score, policy, missing),
-        score=score,
-        reasons=reasons,
-        agents={
-            a: AgentSummary(score=scores[a], reasons=state.results[a].get("reasons", []))
+    return {
+        "schema_version": 1,
+        "analysis_id": state.analysis_id,
+        "transaction_id": request["transaction_id"],
+        "account_id": request["account_id"],
+        "outcome": outcome_for(score, policy, missing),
+        "score": score,
+        "reasons": [
+            {"code": r["code"], "detail": r["detail"], "agent": a}
+            for a in answered
+            for r in results[a].get("reasons", [])
+        ],
+        "agents": {
+            a: {
+                "score": scores[a],
+                "reasons": [
+                    {"code": r["code"], "detail": r["detail"]}
+                    for r in results[a].get("reasons", [])
+                ],
+            }
             for a in answered
         },
-        missing_agents=missing,
-        event_time=request["event_time"],
-        decided_at=decided_at,
-        latency_ms=round(latency_ms, 3),
-    )
+        "missing_agents": missing,
+        "event_time": request["event_time"],
+        "decided_at": decided_at,
+        "latency_ms": round(float(latency_ms), 3),
+    }

@@ -276,20 +276,19 @@ def register(
         """Decide the join now; the decision is published with the batch's, by ``position``."""
         analysis_id = state.analysis_id
         key = analysis_id.encode()
-        decision = decide(
+        doc = decide(
             state,
             policy,
             decided_at=ms_to_rfc3339(now),
             latency_ms=float(now - _requested_ms(state)),
         )
-        doc = decision.model_dump(mode="json")
         # An overdue join is decided after its batch: not by the current event.
         decided.put(key, orjson.dumps({"decision": doc, "decided_by": position}), pending.partition)
         joins.pop(analysis_id)
         decided_now.append((key, doc, pending))
-        outcome_counters[decision.outcome].inc()
-        metrics.decision_latency.observe(max(0.0, decision.latency_ms) / 1000.0)
-        for agent in decision.missing_agents:
+        outcome_counters[doc["outcome"]].inc()
+        metrics.decision_latency.observe(max(0.0, doc["latency_ms"]) / 1000.0)
+        for agent in doc["missing_agents"]:
             metrics.missing_agents.labels(agent).inc()
 
     app.agent(inputs, name="join_and_decide")(join_and_decide)

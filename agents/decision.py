@@ -146,6 +146,10 @@ def register(
             for event in batches.each(batch):
                 await join(event)
             decide_overdue()
+            # Once a batch, for each partition it read: what to hold back
+            # depends on the joins it leaves, not on each message's.
+            for partition in {event.message.partition for event in batch}:
+                await hold_back(partition)
             await publish_decided()
 
     def read_past(topic: str, partition: int, at_ms: int) -> bool:
@@ -240,7 +244,6 @@ def register(
         elif answer is not None:
             state = with_result(state, answer)
         joins.update(pending, state)
-        await hold_back(msg.partition)
 
         now = now_ms()
         deadline_passed = (

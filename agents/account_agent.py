@@ -13,7 +13,7 @@ import orjson
 
 from agents import topics
 from agents.batches import Batches, input_topic
-from agents.contracts import Transaction, now_rfc3339
+from agents.contracts import RequestedTransaction, TransactionFields, now_rfc3339
 from agents.output import Outgoing, Output
 from agents.results import agent_result
 from agents.steps import Step
@@ -21,12 +21,15 @@ from agents.table_rows import TableRows
 from apps.metrics import Metrics
 from tables.agents import AccountTables
 
-StepFn = Callable[[dict[str, Any] | None, Transaction], Step]
+StepFn = Callable[[dict[str, Any] | None, TransactionFields], Step]
 
 
-def parse_request(raw: bytes | None) -> tuple[dict[str, Any], Transaction]:
+def parse_request(raw: bytes | None) -> tuple[dict[str, Any], RequestedTransaction]:
+    """A request and its transaction; raises if either is not what the orchestrator sends."""
     request = orjson.loads(raw)  # type: ignore[arg-type]
-    return request, Transaction.model_validate(request["transaction"])
+    tx = RequestedTransaction.model_validate(request["transaction"])
+    tx.event_time_ms  # noqa: B018 - a time that is not RFC 3339 raises here, not in a step
+    return request, tx
 
 
 class Rows(Protocol):
@@ -46,7 +49,7 @@ class Scored(NamedTuple):
 def score_request(
     agent: str,
     request: dict[str, Any],
-    tx: Transaction,
+    tx: TransactionFields,
     step: StepFn,
     accounts: Rows,
     results: Rows,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.contracts import Location, Reason, Transaction
+from agents.contracts import Location, Reason, TransactionFields
 from agents.scoring import GeoRules, ProfileRules, Scored, score_geo, score_profile
 from tables import geo_state, profile_state
 from tables.geo_state import GeoState
@@ -29,7 +29,7 @@ def _step(state: dict[str, Any], scored: Scored, late: bool = False) -> Step:
     return Step(state, scored.score, list(scored.reasons), dict(scored.features), late)
 
 
-def profile_step(state: dict[str, Any] | None, tx: Transaction, rules: ProfileRules) -> Step:
+def profile_step(state: dict[str, Any] | None, tx: TransactionFields, rules: ProfileRules) -> Step:
     before = Profile.from_dict(state) if state else None
     time_ms = tx.event_time_ms
     scored = score_profile(
@@ -59,7 +59,7 @@ def _latlon(loc: Location | None) -> tuple[float, float] | None:
     return (float(loc.lat), float(loc.lon)) if loc is not None else None
 
 
-def geo_step(state: dict[str, Any] | None, tx: Transaction, rules: GeoRules) -> Step:
+def geo_step(state: dict[str, Any] | None, tx: TransactionFields, rules: GeoRules) -> Step:
     before = GeoState.from_dict(state) if state else None
     where = {
         "time_ms": tx.event_time_ms,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import partial
 
 import orjson
+import pytest
 
+from agents.account_agent import parse_request
 from agents.contracts import AgentResult, Reason, Transaction
 from agents.demo import DemoConfig, generate
 from agents.fanout import fan_out
@@ -108,3 +110,50 @@ def test_a_result_keeps_a_reasons_code_and_detail_only():
     )
     assert made["reasons"] == [{"code": "GEO_FAR", "detail": "far"}]
     assert made["score"] == 0.5 and made["schema_version"] == 1
+
+
+def test_what_an_agent_reads_of_a_request_steps_as_the_validated_transaction():
+    # The agents check only the shape of the orchestrator's normalised
+    # transaction (RequestedTransaction); every step must come out the same.
+    steps = {
+        "profile": partial(profile_step, rules=ProfileRules()),
+        "geo": partial(geo_step, rules=GeoRules()),
+    }
+    states: dict[str, dict] = {agent: {} for agent in steps}
+    for body in generate(DemoConfig(seed=7, transactions=600)):
+        tx = Transaction.model_validate(body)
+        request, read = parse_request(
+            fan_out(tx, requested_at=AT, expected_agents=[], deadline_ms=900).agent_request
+        )
+        assert read.event_time_ms == tx.event_time_ms and read.amount == tx.amount
+        for agent, step in steps.items():
+            before = states[agent].get(tx.account_id)
+            stepped = step(before, read)
+            assert stepped == step(before, tx), (agent, body)
+            states[agent][tx.account_id] = stepped.state
+    assert states["geo"] and states["profile"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": "12.5"},
+        {"amount": True},
+        {"account_id": 42},
+        {"timestamp": "yesterday"},
+        {"timestamp": 1700000000},
+        {"channel": "telepathy"},
+        {"location": {"lat": 91, "lon": 0}},
+        {"location": {"lat": "1", "lon": 0}},
+        {"merchant_id": None},
+    ],
+)
+def test_a_request_whose_transaction_is_not_the_orchestrators_is_unreadable(change):
+    tx = Transaction.model_validate(next(iter(generate(DemoConfig(seed=3, transactions=1)))))
+    body = orjson.loads(
+        fan_out(tx, requested_at=AT, expected_agents=[], deadline_ms=900).agent_request
+    )
+    parse_request(orjson.dumps(body))  # as sent, it reads
+    body["transaction"].update(change)
+    with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError
+        parse_request(orjson.dumps(body))

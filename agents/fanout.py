@@ -33,7 +33,7 @@ def fan_out(
         "account_id": tx.account_id,
         "event_time": tx.timestamp,
         "requested_at": requested_at,
-        "transaction": tx.to_json_dict(),
+        "transaction": tx.json_dict,
     }
     decision_body = {**body, "expected_agents": expected_agents, "deadline_ms": deadline_ms}
     return FanOut(

@@ -59,7 +59,7 @@ def parse_transaction(raw: bytes | None) -> Transaction | Rejected:
 
 def fingerprint(tx: Transaction) -> str:
     """A digest of the normalised body: equal for a redelivery, different for a conflict."""
-    body = orjson.dumps(tx.to_json_dict(), option=orjson.OPT_SORT_KEYS)
+    body = orjson.dumps(tx.json_dict, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 
-from agents.contracts import AnalysisRequest, Transaction
+from agents.contracts import ANALYSIS_NAMESPACE, AnalysisRequest, Transaction, analysis_id_for
 from agents.demo import DemoConfig, generate
 from agents.fanout import fan_out
 
@@ -16,7 +18,7 @@ def _as_the_model_dumps(tx: Transaction, requested_at: str, **decision: object) 
         account_id=tx.account_id,
         event_time=tx.timestamp,
         requested_at=requested_at,
-        transaction=tx.to_json_dict(),
+        transaction=tx.json_dict,
         **decision,
     )
     return orjson.dumps(request.model_dump(mode="json", exclude_none=True))
@@ -36,3 +38,10 @@ def test_the_requests_are_the_models_json_for_every_kind_of_transaction():
             tx, "2026-12-01T00:00:00.123Z", expected_agents=["geo"], deadline_ms=900
         )
         assert out.analysis_id == tx.analysis_id
+
+
+def test_an_analysis_id_is_the_uuid5_of_its_transaction_id():
+    names = ["tx-1", "x", "tx-000123", "ü-ñ-東京", "a" * 128, "tx 1\t\n", "0" * 55, "9" * 56]
+    names += [f"tx-{i:06d}" for i in range(2000)]
+    for name in names:
+        assert analysis_id_for(name) == str(uuid.uuid5(ANALYSIS_NAMESPACE, name)), name

@@ -71,7 +71,7 @@ def test_only_required_fields_are_enough():
 def test_unknown_extra_fields_are_kept_and_ignored():
     tx = parse({**VALID, "device": {"id": "d-1"}})
     assert isinstance(tx, Transaction)
-    assert tx.to_json_dict()["device"] == {"id": "d-1"}
+    assert tx.json_dict["device"] == {"id": "d-1"}
 
 
 def test_epoch_seconds_and_offsets_normalise_to_the_same_utc_time():

@@ -126,9 +126,10 @@ class Batches:
             while len(taken) < self.max_events and not queue.empty():
                 taken.append(queue.get_nowait())
             batch = []
+            processed = self._processed if self.stream._processors else None  # type: ignore[attr-defined]
             for event in taken:
                 message = event.message
-                if not self._live(event) or not await self._processed(event):
+                if not self._live(event) or (processed and not await processed(event)):
                     event.ack()  # as the stream does: a skipped event is not lag
                     continue
                 if not message.tracked and acks_enabled_for(message.topic):

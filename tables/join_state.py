@@ -21,7 +21,10 @@ class Analysis:
 
     @property
     def missing_agents(self) -> list[str]:
-        return [a for a in self.expected_agents if a not in self.results]
+        if self.request is None:
+            return []
+        results = self.results  # asked of every message: without copying expected_agents
+        return [a for a in self.request["expected_agents"] if a not in results]
 
     def deadline_at_ms(self, requested_at_ms: int) -> int:
         assert self.request is not None

@@ -231,8 +231,33 @@ def read_to_end(
     return max(next_offset or 0, committed_offset(app, tp) or 0) >= highwater
 
 
+class Producer(aiokafka_driver.Producer):
+    """Faust's producer, with its buffer's check before each message delivered made cheap.
+
+    The conductor awaits ``producer.buffer.wait_until_ebb()`` for every message
+    it hands on, which reads the buffer's size through ``app.conf`` (a
+    settings registry behind its own ``__getattribute__``): 3 % of the
+    decision's samples at full speed. Unthreaded, the size is the length of
+    the buffer's queue; only above ``max_messages`` is Faust's own wait
+    (which flushes) called, as before.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.app.conf.producer_threaded:
+            buffer = self.buffer
+            faust_wait = buffer.wait_until_ebb
+
+            async def wait_until_ebb() -> None:
+                if len(buffer.pending._queue) > buffer.max_messages:
+                    await faust_wait()
+
+            buffer.wait_until_ebb = wait_until_ebb  # type: ignore[method-assign]
+
+
 def install(app: Any) -> None:
-    """Make ``app`` create this consumer (on Kafka; another transport keeps its own)."""
+    """Make ``app`` create this consumer and producer (on Kafka; another transport keeps its own)."""
     transport = app.transport
     if isinstance(transport, aiokafka_driver.Transport):
         transport.Consumer = Consumer
+        transport.Producer = Producer

@@ -10,7 +10,7 @@ from mode import Service
 from mode.utils.locks import Event
 
 from agents.batches import RawSchema, input_topic
-from agents.consumer import Consumer, deliver_eagerly
+from agents.consumer import Consumer, Producer, deliver_eagerly
 from agents.topics import SERVICES
 from apps.factory import make_app
 from apps.services import create_service_app
@@ -100,10 +100,33 @@ async def test_a_blocked_delivery_is_abandoned_when_the_flow_is_suspended():
     await service.stop()
 
 
-def test_every_service_app_on_kafka_uses_this_consumer(tmp_path):
+def test_every_service_app_on_kafka_uses_this_consumer_and_producer(tmp_path):
     settings = Settings(broker="kafka://127.0.0.1:9", data_dir=tmp_path, web_port=8081)
     app = make_app("profile", settings)
     assert isinstance(app.consumer, Consumer)
+    assert isinstance(app.producer, Producer)
+
+
+async def test_the_conductor_waits_for_the_producer_buffer_only_above_its_limit(tmp_path):
+    settings = Settings(broker="kafka://127.0.0.1:9", data_dir=tmp_path, web_port=8081)
+    buffer = make_app("profile", settings).producer.buffer
+    flushed = []
+
+    async def flush_atmost(n: int) -> int:  # Faust's wait flushes through this
+        flushed.append(len(buffer.pending._queue))
+        while len(buffer.pending._queue) > n:
+            buffer.pending.get_nowait()
+        return 0
+
+    buffer.flush_atmost = flush_atmost
+    for i in range(buffer.max_messages):
+        buffer.pending.put_nowait(i)
+    await buffer.wait_until_ebb()  # at the limit: nothing to wait for
+    assert flushed == []
+    buffer.pending.put_nowait("one more")
+    await buffer.wait_until_ebb()  # above it: Faust's own wait, which flushes
+    assert flushed == [buffer.max_messages + 1]
+    assert len(buffer.pending._queue) == buffer.max_messages
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -89,6 +89,7 @@ def register(
     acks = OrderedAcks()
     due: list[tuple[int, str]] = []  # (deadline epoch ms, analysis_id), a heap
     wait_for_all = settings.decision_mode == "wait_for_all"
+    grace_ms = settings.deadline_grace_ms
     metrics.pending_analyses.set_function(joins.__len__)
     ahead_limit = settings.max_joins_ahead
     holding_back: dict[int, set[str]] = {}  # by partition: parts whose topic is not fetched
@@ -155,9 +156,14 @@ def register(
     def read_past(topic: str, partition: int, at_ms: int) -> bool:
         """Whether nothing produced before ``at_ms`` is left unread in this results partition.
 
-        Where this worker cannot tell (the partition not fetched yet), it
-        counts as read: the deadline then decides on what is there, as live.
+        An answer is stamped by the agent's producer before it is in Kafka, so
+        the partition must have been read ``deadline_grace_ms`` past ``at_ms``:
+        a message stamped that late was read there, or its high watermark was
+        fetched that late. Where this worker cannot tell (the partition not
+        fetched yet), it counts as read: the deadline then decides on what is
+        there, as live.
         """
+        at_ms += grace_ms
         if positions.stamped_past(topic, partition, at_ms):
             return True
         next_offset = positions.next_offset(topic, partition)

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     decision_mode: Literal["deadline", "wait_for_all"] = "deadline"
     deadline_ms: int = Field(2000, ge=1)
     deadline_check_interval_ms: int = Field(100, ge=10)
+    # How long after the deadline an answer stamped before it may still be on
+    # its way into Kafka (in the agent's producer): an agent is named missing
+    # only once its results partition was read this far past the deadline.
+    deadline_grace_ms: int = Field(200, ge=0)
     # Agent results whose analysis request has not been read are dropped as
     # orphans once the requests of their partition are this far past them (by
     # timestamp), or none has been read for this long.

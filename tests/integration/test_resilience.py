@@ -6,6 +6,7 @@ import shutil
 import time
 
 import pytest
+from confluent_kafka import Producer
 
 from agents import topics
 from agents.contracts import analysis_id_for
@@ -186,8 +187,59 @@ def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(sta
     stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
 
 
+def test_an_answer_made_in_time_that_reaches_kafka_within_the_grace_is_not_named_missing(
+    stack, run_id
+):
+    # An answer is stamped by the agent's producer before it is in Kafka: at
+    # full speed some were stamped up to 47 ms before their deadline and
+    # stored after the deadline had found the partition read to its end. Here
+    # geo's answers, stamped half a second before the deadline, are stored a
+    # second after it, within the grace (4 s for this test). A tenth never
+    # comes: those analyses are decided without geo once the grace is over.
+    decision = stack.supervisor.services["decision"]
+    stack.supervisor.stop("decision")
+    stack.supervisor.extra_env["RISKSTREAM_DEADLINE_GRACE_MS"] = "4000"
+    try:
+        stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
+    finally:
+        del stack.supervisor.extra_env["RISKSTREAM_DEADLINE_GRACE_MS"]
+    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+
+    txs = demo_transactions(run_id, 50, seed=40)
+    requested_ms = int(time.time() * 1000)
+    inputs = decision_inputs(txs)  # requested now, with a deadline of 2 s
+    unanswered = {tx["transaction_id"] for tx in txs[::10]}
+    geo_results = topics.results_topic("geo")
+    producer = Producer({"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"})
+    geo_answers = []
+    for topic, messages in inputs:
+        for tx_id, key, value in messages:
+            if topic != geo_results:
+                producer.produce(topic, value=value, key=key)
+            elif tx_id not in unanswered:
+                geo_answers.append((key, value))
+    assert producer.flush(30) == 0
+    time.sleep(max(0.0, (requested_ms + 3000) / 1000 - time.time()))  # the deadline, and 1 s
+    for key, value in geo_answers:
+        producer.produce(geo_results, value=value, key=key, timestamp=requested_ms + 1500)
+    assert producer.flush(30) == 0
+
+    ids = {tx["transaction_id"] for tx in txs}
+    found = stack.decisions_for(ids, timeout_s=60)
+    assert set(found) == ids
+    assert all(len(ds) == 1 for ds in found.values())
+    named = {t: ds[0]["missing_agents"] for t, ds in found.items() if ds[0]["missing_agents"]}
+    assert set(named) == unanswered, f"{len(set(named) - unanswered)} answered named missing"
+    assert all(agents == ["geo"] for agents in named.values())
+
+    stack.supervisor.stop("decision")  # back to the module's settings
+    stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
+    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+
+
 def test_with_an_agent_down_the_deadline_decides_without_it(stack, run_id):
-    # Live, nothing of geo's is left unread: each deadline decides at once.
+    # Live, nothing of geo's is left unread: each deadline decides once the
+    # grace (RISKSTREAM_DEADLINE_GRACE_MS) is over.
     geo = stack.supervisor.services["geo"]
     stack.supervisor.stop("geo")
     try:

@@ -26,6 +26,18 @@ def stack(tmp_path_factory):
         yield s
 
 
+def start_decision(stack, **env: str) -> None:
+    """Start the stopped decision worker again, with these variables set for it alone."""
+    decision = stack.supervisor.services["decision"]
+    stack.supervisor.extra_env.update(env)
+    try:
+        stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
+    finally:
+        for name in env:
+            del stack.supervisor.extra_env[name]
+    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+
+
 def test_with_two_velocity_workers_either_one_answers_for_every_key(stack, run_id):
     txs = demo_transactions(run_id, 120, seed=21)
     produce(stack.bootstrap, as_messages(txs))
@@ -142,7 +154,6 @@ def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(sta
     ] * 100
     txs = demo_transactions(run_id, 500, seed=38)
     unanswered = {tx["transaction_id"] for tx in txs[::10]}
-    decision = stack.supervisor.services["decision"]
     stack.supervisor.stop("decision")
     produce(stack.bootstrap, late_copies, geo_results)
     for topic, messages in decision_inputs(txs):
@@ -158,12 +169,7 @@ def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(sta
     time.sleep(stack.settings.deadline_ms / 1000 + 0.5)  # every deadline has passed
 
     # One message a batch: the backlog takes seconds to read, the ticks come sooner.
-    stack.supervisor.extra_env["RISKSTREAM_BATCH_MAX_EVENTS"] = "1"
-    try:
-        stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
-    finally:
-        del stack.supervisor.extra_env["RISKSTREAM_BATCH_MAX_EVENTS"]
-    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+    start_decision(stack, RISKSTREAM_BATCH_MAX_EVENTS="1")
     ids = {tx["transaction_id"] for tx in txs}
     found = stack.decisions_for(ids, timeout_s=120)
     assert set(found) == ids, f"lost decisions: {sorted(ids - set(found))[:5]}"
@@ -183,8 +189,7 @@ def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(sta
     assert len(ticks) < len(ids) / 2, f"{len(ticks)} deadline ticks for {len(ids)} analyses"
 
     stack.supervisor.stop("decision")  # back to the module's settings
-    stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
-    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+    start_decision(stack)
 
 
 def test_an_answer_made_in_time_that_reaches_kafka_within_the_grace_is_not_named_missing(
@@ -196,14 +201,8 @@ def test_an_answer_made_in_time_that_reaches_kafka_within_the_grace_is_not_named
     # geo's answers, stamped half a second before the deadline, are stored a
     # second after it, within the grace (4 s for this test). A tenth never
     # comes: those analyses are decided without geo once the grace is over.
-    decision = stack.supervisor.services["decision"]
     stack.supervisor.stop("decision")
-    stack.supervisor.extra_env["RISKSTREAM_DEADLINE_GRACE_MS"] = "4000"
-    try:
-        stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
-    finally:
-        del stack.supervisor.extra_env["RISKSTREAM_DEADLINE_GRACE_MS"]
-    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+    start_decision(stack, RISKSTREAM_DEADLINE_GRACE_MS="4000")
 
     txs = demo_transactions(run_id, 50, seed=40)
     requested_ms = int(time.time() * 1000)
@@ -233,8 +232,7 @@ def test_an_answer_made_in_time_that_reaches_kafka_within_the_grace_is_not_named
     assert all(agents == ["geo"] for agents in named.values())
 
     stack.supervisor.stop("decision")  # back to the module's settings
-    stack.supervisor.start("decision", decision.port, data_dir=decision.data_dir)
-    stack.supervisor.wait_ready(timeout_s=120, names=["decision"])
+    start_decision(stack)
 
 
 def test_with_an_agent_down_the_deadline_decides_without_it(stack, run_id):

@@ -25,6 +25,9 @@ label lookup) is tracked once per partition and poll, and the conductor's
 handler for a partition is looked up directly while the conductor's lock is
 free (its callback takes the lock for every message only to do that lookup;
 while the lock is held, during a subscription change, the callback is used).
+
+``Producer`` is installed with it for one check the conductor makes before
+every message it hands on: whether the producer's buffer is full.
 """
 
 from __future__ import annotations

@@ -68,16 +68,15 @@ def decide(
         "outcome": outcome_for(score, policy, missing),
         "score": score,
         "reasons": [
-            {"code": r["code"], "detail": r["detail"], "agent": a}
+            {"code": code, "detail": detail, "agent": a}
             for a in answered
-            for r in results[a].get("reasons", [])
+            for code, detail in results[a]["reasons"]
         ],
         "agents": {
             a: {
                 "score": scores[a],
                 "reasons": [
-                    {"code": r["code"], "detail": r["detail"]}
-                    for r in results[a].get("reasons", [])
+                    {"code": code, "detail": detail} for code, detail in results[a]["reasons"]
                 ],
             }
             for a in answered

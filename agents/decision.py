@@ -15,12 +15,12 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
+from faust.types import TP, Message
 
 from agents import topics
 from agents.batches import Batches, input_topic
 from agents.consumer import read_to_end
-from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms, rfc3339_to_ms
+from agents.contracts import AGENT_NAMES, ms_to_rfc3339, now_ms
 from agents.decide import Policy, decide
 from agents.ordering import OrderedAcks, set_fetching
 from agents.output import Outgoing, Output
@@ -38,6 +38,7 @@ from tables.join_state import (
     answer_of,
     complete,
     parts_to_hold,
+    request_of,
     unread_answers,
     with_request,
     with_result,
@@ -142,7 +143,7 @@ def register(
         batches = Batches(
             stream, settings.batch_max_events, metrics.batches("join_and_decide"), acks=False
         )
-        acks.ack = _ack
+        acks.ack = ack_message
         async for batch in batches:
             for event in batches.each(batch):
                 await join(event)
@@ -152,6 +153,9 @@ def register(
             for partition in {event.message.partition for event in batch}:
                 await hold_back(partition)
             await publish_decided()
+
+    async def ack_message(message: Message) -> bool:
+        return message.ack(app.consumer)  # what event.ack() does
 
     def read_past(topic: str, partition: int, at_ms: int) -> bool:
         """Whether nothing produced before ``at_ms`` is left unread in this results partition.
@@ -201,7 +205,9 @@ def register(
 
     async def join(event: faust.EventT) -> None:
         msg = event.message
-        entry = acks.track(event)
+        # Held until decided, a message is kept by itself, not with its event:
+        # fewer objects for the cycle collector to go through while joins wait.
+        entry = acks.track(msg, msg.tp)
         stamp_ms = int(msg.timestamp * 1000)
         if msg.topic in RESULT_TOPICS:  # read, whatever it holds: see read_past
             positions.saw(msg.topic, msg.partition, msg.offset, stamp_ms)
@@ -210,6 +216,7 @@ def register(
             analysis_id: str = body["analysis_id"]
             # What the decision uses of an answer; the features stay in the agent's result.
             answer = answer_of(body) if msg.topic in RESULT_TOPICS else None
+            request = request_of(body) if msg.topic == topics.DECISION_REQUESTS else None
         except Exception as exc:  # an internal topic, but never crash on input
             metrics.unreadable(msg, exc)
             await acks.done(entry)
@@ -238,12 +245,10 @@ def register(
                 return
         pending = joins.add(analysis_id, msg.partition, entry, now_ms(), stamp_ms)
         # A held message is kept only to be acknowledged: let its bytes go.
-        event.value = msg.value = None
+        event.value = msg.value = msg.headers = None
         state = pending.state
-        if msg.topic == topics.DECISION_REQUESTS:
-            # The decision needs the ids, times and expectations, not the transaction.
-            body.pop("transaction", None)
-            state = with_request(state, body)
+        if request is not None:
+            state = with_request(state, request)
             if not wait_for_all and state is not pending.state:
                 pending.request_at = [msg.topic, msg.partition, msg.offset]
                 heapq.heappush(due, (_deadline_ms(state), analysis_id))
@@ -385,17 +390,13 @@ def deadline_tick(analysis_id: str, fired_at: str) -> Outgoing:
     return (analysis_id.encode(), orjson.dumps(tick), None)
 
 
-async def _ack(event: faust.EventT) -> bool:
-    return event.ack()
-
-
 def _tps(parts: set[str], partition: int) -> set[TP]:
     return {TP(PART_TOPICS[part], partition) for part in parts}
 
 
 def _requested_ms(state: Analysis) -> int:
     assert state.request is not None
-    return rfc3339_to_ms(state.request["requested_at"])
+    return int(state.request["requested_ms"])  # request_of
 
 
 def _deadline_ms(state: Analysis) -> int:

@@ -236,19 +236,24 @@ class OrderedAcks:
     """
 
     def __init__(self) -> None:
-        self.ack: Callable[[faust.EventT], Awaitable[bool]] | None = None  # the stream's
+        self.ack: Callable[[Any], Awaitable[Any]] | None = None  # the stream's, or the caller's
         # Per topic partition, the messages read and not yet acknowledged, in offset order.
         self._unacked: dict[TP, deque[list]] = defaultdict(deque)
 
-    def track(self, event: faust.EventT) -> list:
-        """Call for every message, in the order read; returns its entry for ``done``."""
-        entry = [event, False]
-        self._unacked[event.message.tp].append(entry)
+    def track(self, event: Any, tp: TP | None = None) -> list:
+        """Call for every message, in the order read; returns its entry for ``done``.
+
+        ``event`` is what ``ack`` is given: an event, or whatever the caller
+        acknowledges by (the decision keeps only the message); ``tp`` its
+        partition, if ``event`` is not an event.
+        """
+        entry = [event, False, event.message.tp if tp is None else tp]
+        self._unacked[entry[2]].append(entry)
         return entry
 
     async def done(self, entry: list) -> None:
         entry[1] = True
-        unacked = self._unacked.get(entry[0].message.tp)
+        unacked = self._unacked.get(entry[2])
         assert self.ack is not None, "set to the stream's ack before the first event"
         while unacked and unacked[0][1]:
             await self.ack(unacked.popleft()[0])

@@ -8,12 +8,26 @@ from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.contracts import rfc3339_to_ms
+
 
 @dataclass(slots=True)
 class Analysis:
     analysis_id: str
-    request: dict[str, Any] | None = None  # the AnalysisRequest (with expected_agents, deadline_ms)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent -> AgentResult
+    request: dict[str, Any] | None = None  # request_of the AnalysisRequest
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # agent -> answer_of
+    # The expected agents that did not answer, in the request's order (none
+    # before the request): worked out when the state is made, since every
+    # message asks for it several times and a state changes at most four times.
+    missing: tuple[str, ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        request, results = self.request, self.results
+        self.missing = (
+            ()
+            if request is None
+            else tuple([a for a in request["expected_agents"] if a not in results])
+        )
 
     @property
     def expected_agents(self) -> list[str]:
@@ -21,10 +35,7 @@ class Analysis:
 
     @property
     def missing_agents(self) -> list[str]:
-        if self.request is None:
-            return []
-        results = self.results  # asked of every message: without copying expected_agents
-        return [a for a in self.request["expected_agents"] if a not in results]
+        return list(self.missing)
 
     def deadline_at_ms(self, requested_at_ms: int) -> int:
         assert self.request is not None
@@ -38,21 +49,50 @@ def with_request(state: Analysis, request: dict[str, Any]) -> Analysis:
     return Analysis(state.analysis_id, request, dict(state.results))
 
 
+_KEPT_OF_REQUEST = ("analysis_id", "transaction_id", "account_id", "event_time", "requested_at")
+
+
+def request_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the decision keeps of an analysis request: its ids, times and expectations.
+
+    Checked here, once, as ``answer_of`` checks a result: a request without
+    them, with expected agents that are not names, a deadline that is not a
+    whole number of ms or a request time that is not RFC 3339 raises
+    ValueError. The transaction is not kept, and the expected agents are a
+    tuple: held by every undecided join, the request is then nothing the
+    cycle collector has to go through once it has looked at it.
+    """
+    try:
+        request = {name: body[name] for name in _KEPT_OF_REQUEST}
+        expected, deadline_ms = tuple(body["expected_agents"]), body["deadline_ms"]
+        requested_ms = rfc3339_to_ms(request["requested_at"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an analysis request: {exc!r}") from exc
+    if not all(isinstance(agent, str) for agent in expected):
+        raise ValueError("an analysis request's expected agents need to be names")
+    if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int):
+        raise ValueError("an analysis request needs a deadline in whole ms")
+    request.update(expected_agents=expected, deadline_ms=deadline_ms, requested_ms=requested_ms)
+    return request
+
+
 def answer_of(result: Mapping[str, Any]) -> dict[str, Any]:
     """What the decision keeps of an agent's result: whose it is, its score, its reasons.
 
     Checked here, once, so that deciding can trust it: a result without an
     agent name, a numeric score or reasons of text codes and details raises
-    ValueError. Each reason keeps its code and detail only.
+    ValueError. Each reason keeps its code and detail only, as a ``(code,
+    detail)`` pair in a tuple: held by every undecided join, an answer is
+    then nothing the cycle collector has to go through (see ``request_of``).
     """
     try:
         agent, score = result["agent"], result["score"]
-        reasons = [{"code": r["code"], "detail": r["detail"]} for r in result.get("reasons", [])]
+        reasons = tuple([(r["code"], r["detail"]) for r in result.get("reasons", [])])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not an agent result: {exc!r}") from exc
     if not isinstance(agent, str) or isinstance(score, bool) or not isinstance(score, int | float):
         raise ValueError("an agent result needs an agent name and a numeric score")
-    if not all(isinstance(r["code"], str) and isinstance(r["detail"], str) for r in reasons):
+    if not all(isinstance(code, str) and isinstance(detail, str) for code, detail in reasons):
         raise ValueError("an agent result's reasons need a text code and detail")
     return {"agent": agent, "score": float(score), "reasons": reasons}
 
@@ -66,7 +106,7 @@ def with_result(state: Analysis, result: dict[str, Any]) -> Analysis:
 
 
 def complete(state: Analysis) -> bool:
-    return state.request is not None and not state.missing_agents
+    return state.request is not None and not state.missing
 
 
 REQUEST = "request"  # the part of a join that is its analysis request
@@ -79,7 +119,14 @@ def parts_of(state: Analysis) -> set[str]:
 
 def waits_for(state: Analysis) -> set[str]:
     """What a join waits for: its request, then the expected agents that did not answer."""
-    return {REQUEST} if state.request is None else set(state.missing_agents)
+    return set(_waits(state))
+
+
+def _waits(state: Analysis) -> tuple[str, ...]:
+    return _REQUEST_ONLY if state.request is None else state.missing
+
+
+_REQUEST_ONLY = (REQUEST,)
 
 
 def parts_to_hold(
@@ -161,7 +208,7 @@ class PendingJoins:
             pending = self._by_id[analysis_id] = Pending(
                 Analysis(analysis_id), partition, now_ms, stamp_ms
             )
-            _counter(self._waiting, partition).update(waits_for(pending.state))
+            _counter(self._waiting, partition).update(_waits(pending.state))
         pending.tokens.append(token)
         return pending
 
@@ -181,11 +228,13 @@ class PendingJoins:
                 parts[agent] += 1
         if state.request is not None or old.request is not None:  # else both wait for the request
             waiting = _counter(self._waiting, partition)
-            before, after = waits_for(old), waits_for(state)
-            for part in before - after:
-                waiting[part] -= 1
-            for part in after - before:
-                waiting[part] += 1
+            before, after = _waits(old), _waits(state)  # a few parts each: no sets
+            for part in before:
+                if part not in after:
+                    waiting[part] -= 1
+            for part in after:
+                if part not in before:
+                    waiting[part] += 1
         pending.state = state
 
     def holding(self, partition: int) -> Counter[str]:
@@ -222,7 +271,7 @@ class PendingJoins:
         if pending is not None:
             p = pending.partition
             _counter(self._parts, p).subtract(parts_of(pending.state))
-            _counter(self._waiting, p).subtract(waits_for(pending.state))
+            _counter(self._waiting, p).subtract(_waits(pending.state))
         return pending
 
     def drop_partitions(self, partitions: set[int]) -> list[Pending]:
@@ -270,7 +319,7 @@ def unread_answers(
     full speed) an answer produced in time can still be waiting in Kafka when
     the deadline passes.
     """
-    return [agent for agent in state.missing_agents if not read_past(agent, deadline_ms)]
+    return [agent for agent in state.missing if not read_past(agent, deadline_ms)]
 
 
 class ReadPositions:

@@ -162,6 +162,24 @@ async def test_a_result_that_is_not_an_answer_is_counted_and_skipped_and_the_rea
     assert invalid_internal_messages(app) == {"agent.geo.results": 1.0}
 
 
+async def test_a_request_that_cannot_be_joined_is_counted_and_skipped_and_the_real_one_joins(
+    settings,
+):
+    app = create_app(settings)
+    broken = orjson.loads(request())
+    broken["requested_at"] = "yesterday"  # no deadline could be worked out from it
+    async with Harness(app, "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(orjson.dumps(broken), key, topic=topics.DECISION_REQUESTS)
+        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
+        for agent in ("velocity", "profile", "geo"):
+            await h.put(result(agent, 0.0), key, topic=topics.results_topic(agent))
+        await h.flush()
+    [msg] = await decisions(settings)
+    assert msg.json["outcome"] == "approve" and msg.json["missing_agents"] == []
+    assert invalid_internal_messages(app) == {"agent.decision.requests": 1.0}
+
+
 def test_a_deadline_comes_due_once_for_each_undecided_join_whose_deadline_passed():
     joins = PendingJoins()
     for aid in ("a-due", "a-decided", "a-later", "a-again"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from collections import Counter
 
@@ -19,6 +20,7 @@ from tables.join_state import (
     complete,
     parts_of,
     parts_to_hold,
+    request_of,
     unread_answers,
     waits_for,
     with_request,
@@ -44,6 +46,11 @@ def result(agent: str, score: float, *codes: str) -> dict:
         "score": score,
         "reasons": [{"code": c, "detail": f"{c} fired"} for c in codes],
     }
+
+
+def answer(agent: str, score: float, *codes: str) -> dict:
+    """What the decision keeps of ``result``: the join holds these."""
+    return answer_of(result(agent, score, *codes))
 
 
 POLICY = Policy(weights={"velocity": 1.0, "profile": 1.0, "geo": 1.0})
@@ -82,27 +89,27 @@ def test_the_missing_agent_policy_sets_a_floor(policy: str, expected: str):
 
 def test_the_join_completes_when_every_expected_agent_answered_in_any_order():
     state = Analysis("a-1")
-    state = with_result(state, result("geo", 0.1))
+    state = with_result(state, answer("geo", 0.1))
     assert not complete(state)  # no request yet: who is expected is unknown
     state = with_request(state, REQUEST)
-    state = with_result(state, result("velocity", 0.2))
+    state = with_result(state, answer("velocity", 0.2))
     assert state.missing_agents == ["profile"]
-    state = with_result(state, result("profile", 0.3))
+    state = with_result(state, answer("profile", 0.3))
     assert complete(state)
 
 
 def test_a_redelivered_result_or_request_changes_nothing():
-    state = with_result(with_request(Analysis("a-1"), REQUEST), result("geo", 0.1))
+    state = with_result(with_request(Analysis("a-1"), REQUEST), answer("geo", 0.1))
     again = with_result(
-        with_request(state, {**REQUEST, "requested_at": "later"}), result("geo", 0.9)
+        with_request(state, {**REQUEST, "requested_at": "later"}), answer("geo", 0.9)
     )
     assert again == state
 
 
 def test_a_decision_names_reasons_by_agent_and_missing_agents():
     state = with_request(Analysis("a-1"), REQUEST)
-    state = with_result(state, result("velocity", 0.2))
-    state = with_result(state, result("geo", 0.9, "GEO_IMPOSSIBLE_TRAVEL"))
+    state = with_result(state, answer("velocity", 0.2))
+    state = with_result(state, answer("geo", 0.9, "GEO_IMPOSSIBLE_TRAVEL"))
     d = decide(state, POLICY, decided_at="2026-01-01T00:00:00.100Z", latency_ms=100.0)
     assert d["outcome"] == "decline" and d["score"] == 0.92
     assert d["missing_agents"] == ["profile"]
@@ -125,12 +132,15 @@ def _as_the_model_dumps(state: Analysis, decided_at: str, latency_ms: float) -> 
         outcome=outcome_for(score, POLICY, state.missing_agents),
         score=score,
         reasons=[
-            AgentReason(agent=a, code=r["code"], detail=r["detail"])
+            AgentReason(agent=a, code=code, detail=detail)
             for a in answered
-            for r in state.results[a].get("reasons", [])
+            for code, detail in state.results[a]["reasons"]
         ],
         agents={
-            a: AgentSummary(score=scores[a], reasons=state.results[a].get("reasons", []))
+            a: AgentSummary(
+                score=scores[a],
+                reasons=[{"code": c, "detail": d} for c, d in state.results[a]["reasons"]],
+            )
             for a in answered
         },
         missing_agents=state.missing_agents,
@@ -177,9 +187,53 @@ def test_an_answer_keeps_the_agent_its_score_and_each_reasons_code_and_detail():
     assert answer_of(raw) == {
         "agent": "geo",
         "score": 1.0,
-        "reasons": [{"code": "GEO_FAR", "detail": "GEO_FAR fired"}],
+        "reasons": (("GEO_FAR", "GEO_FAR fired"),),
     }
-    assert answer_of({"agent": "geo", "score": 0.5})["reasons"] == []
+    assert answer_of({"agent": "geo", "score": 0.5})["reasons"] == ()
+
+
+def test_a_request_keeps_its_ids_times_and_expectations_not_the_transaction():
+    body = {**REQUEST, "transaction": {"amount": 5.0}, "schema_version": 1}
+    assert request_of(body) == {
+        "analysis_id": "a-1",
+        "transaction_id": "tx-1",
+        "account_id": "acct-1",
+        "event_time": "2025-01-01T00:00:13Z",
+        "requested_at": "2026-01-01T00:00:00Z",
+        "requested_ms": 1767225600000,
+        "expected_agents": ("velocity", "profile", "geo"),
+        "deadline_ms": 500,
+    }
+
+
+def test_what_a_waiting_join_keeps_is_left_alone_by_the_cycle_collector():
+    # Held by every undecided join: once looked at, the collector skips it. A
+    # collection stops tracking a tuple or dict that holds only untracked
+    # objects, so the nesting takes a pass per level.
+    request = request_of(REQUEST)
+    answer = answer_of(result("geo", 0.9, "GEO_FAR", "GEO_NEW"))
+    raw = result("geo", 0.9, "GEO_FAR")  # as it came: its reasons are a list
+    for _ in range(3):
+        gc.collect()
+    assert not gc.is_tracked(request) and not gc.is_tracked(answer)
+    assert gc.is_tracked(raw)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {k: v for k, v in REQUEST.items() if k != "expected_agents"},
+        {k: v for k, v in REQUEST.items() if k != "requested_at"},
+        {**REQUEST, "expected_agents": 3},
+        {**REQUEST, "expected_agents": ["velocity", 2]},
+        {**REQUEST, "deadline_ms": "500"},
+        {**REQUEST, "deadline_ms": True},
+        {**REQUEST, "requested_at": "yesterday"},
+    ],
+)
+def test_a_malformed_request_is_refused(broken: dict):
+    with pytest.raises(ValueError):
+        request_of(broken)
 
 
 @pytest.mark.parametrize(

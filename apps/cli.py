@@ -8,6 +8,7 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from agents.topics import SERVICES
 from apps.settings import load_settings
@@ -122,28 +123,40 @@ def main(argv: list[str] | None = None) -> int:
 # Allocations (less deallocations) between two collections of the youngest
 # generation; Python's default is 700. Higher was faster still, but held more
 # memory (docs/benchmarks.md, Less per message, and the cycle collector).
-GC_YOUNG_THRESHOLD = 2_000
+GC_YOUNG_THRESHOLD = 50_000
+FULL_COLLECTION_INTERVAL_S = 2.0
 
 
-def tune_gc() -> None:
-    """Collect cyclic garbage less often, and never look at what startup made again.
+def tune_gc(app: Any) -> None:
+    """Collect cyclic garbage rarely, the whole heap on a timer, and never what startup made.
 
-    Almost everything a service allocates per message is freed by reference
-    counting; the cycle collector still ran after every 700 allocations kept,
-    and every hundredth time through the whole heap, the modules, Faust's and
-    aiokafka's objects and every join held included. At full speed that was 18 %
-    of the decision's CPU and 7-10 % of the other services' (docs/benchmarks.md).
-    ``gc.freeze()`` moves what exists once the app is built out of the
-    collector's sight (reference counting still frees it); the young
-    generation is collected after ``GC_YOUNG_THRESHOLD`` allocations kept.
-    Collecting the older generations rarely raised the decision's peak RSS
-    filling 100,000 analyses from under 200 MB to up to 459 MB, though a full
-    collection then found nothing unreachable: kept at their default ratios.
+    Everything a service allocates per message is freed by reference
+    counting: at full speed the collector found some 55-80 objects of cyclic
+    garbage every few seconds in each service, the same ones each time, and
+    nothing per message (docs/benchmarks.md), yet it ran after every 700
+    allocations kept and went through every join held: 18 % of the
+    decision's CPU and 7-10 % of the others'. ``gc.freeze()``
+    moves what exists once the app is built out of its sight (reference
+    counting still frees it), and the young generation waits for
+    ``GC_YOUNG_THRESHOLD`` allocations kept.
+
+    Collections of the whole heap keep memory down, though they find nothing
+    unreachable: with none, filling the decision took its peak RSS from
+    about 210 MB to 500 MB, and with one every second or two it stayed at
+    about 200 (why is not understood; it is measured). Left to the
+    collector's ratios they came too rarely once the young generation
+    waited longer, so ``app`` collects every generation each
+    ``FULL_COLLECTION_INTERVAL_S``: a few ms for a service's heap, some 35
+    ms for the decision holding thousands of joins.
     """
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+    @app.timer(interval=FULL_COLLECTION_INTERVAL_S)
+    async def collect_all_generations() -> None:
+        gc.collect()
 
 
 def run_worker(service: str) -> int:
@@ -156,7 +169,7 @@ def run_worker(service: str) -> int:
     mode.loop.use("uvloop")
     app = create_service_app(service, settings)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=True)
-    tune_gc()
+    tune_gc(app)
     worker.execute_from_commandline()
     return 0
 

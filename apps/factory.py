@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 import faust
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 
 from agents import consumer
 from apps import compat
@@ -64,7 +64,10 @@ def make_app(service: str, settings: Settings) -> faust.App:
         logging_config=None,
     )
     # One registry per app, so two apps in a test process do not collide.
-    app.prometheus_registry = CollectorRegistry(auto_describe=True)  # type: ignore[attr-defined]
+    registry = app.prometheus_registry = CollectorRegistry(auto_describe=True)  # type: ignore[attr-defined]
+    # What the process costs: CPU, memory and the cycle collector (apps/cli.py tune_gc).
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
     consumer.install(app)
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import orjson
@@ -9,6 +10,7 @@ import orjson
 from agents import topics
 from agents.contracts import analysis_id_for
 from agents.demo import DemoConfig, generate
+from apps.cli import FULL_COLLECTION_INTERVAL_S
 from tests.integration.conftest import get_json, wait_for
 from tests.kafka_helpers import produce
 
@@ -202,6 +204,16 @@ def test_metrics_count_what_happened(stack, run_id):
     # Faust's own sensor is there too.
     text = urllib.request.urlopen(f"{stack.url('decision')}/metrics", timeout=5).read().decode()
     assert "decision_messages_received" in text
+
+
+def test_each_worker_collects_its_whole_heap_every_few_seconds_even_idle(stack):
+    """The young generation is collected rarely; every generation on a timer (tune_gc)."""
+    full = "python_gc_collections_total"
+    for service in ("orchestrator", "decision"):
+        before = stack.metric(full, service, generation="2")
+        time.sleep(FULL_COLLECTION_INTERVAL_S * 2.5)
+        assert stack.metric(full, service, generation="2") - before >= 2, service
+    assert stack.metric("process_resident_memory_bytes", "decision") > 0
 
 
 def test_a_burst_reaches_the_agents_in_batches_not_one_message_at_a_time(stack, run_id):

@@ -121,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Allocations (less deallocations) between two collections of the youngest
-# generation; Python's default is 700. Higher was faster still, but held more
-# memory (docs/benchmarks.md, Less per message, and the cycle collector).
+# generation (Python's default is 700), and seconds between two collections of
+# the whole heap, which keep memory down (docs/benchmarks.md, The collector on
+# a timer).
 GC_YOUNG_THRESHOLD = 50_000
 FULL_COLLECTION_INTERVAL_S = 2.0
 

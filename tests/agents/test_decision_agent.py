@@ -142,23 +142,29 @@ async def test_an_unreadable_internal_message_is_counted_and_skipped(settings):
     assert invalid_internal_messages(app) == {"agent.geo.results": 1.0}
 
 
+async def decided_after_a_stray(settings, app, stray: dict, topic: str):
+    """The decision on the analysis once ``stray`` came on ``topic`` ahead of its real messages."""
+    async with Harness(app, "join_and_decide") as h:
+        key = AID.encode()
+        await h.put(orjson.dumps(stray), key, topic=topic)
+        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
+        for agent in ("velocity", "profile", "geo"):
+            await h.put(result(agent, 0.0), key, topic=topics.results_topic(agent))
+        await h.flush()
+    [msg] = await decisions(settings)
+    return msg.json
+
+
 async def test_a_result_that_is_not_an_answer_is_counted_and_skipped_and_the_real_one_joins(
     settings,
 ):
     app = create_app(settings)
     broken = orjson.loads(result("geo", 0.9, "GEO_FAR"))
     broken["reasons"] = [{"code": "GEO_FAR"}]  # no detail: nothing to explain a decision with
-    async with Harness(app, "join_and_decide") as h:
-        key = AID.encode()
-        await h.put(orjson.dumps(broken), key, topic=topics.results_topic("geo"))
-        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
-        for agent in ("velocity", "profile", "geo"):
-            await h.put(result(agent, 0.0), key, topic=topics.results_topic(agent))
-        await h.flush()
-    [msg] = await decisions(settings)
+    decision = await decided_after_a_stray(settings, app, broken, topics.results_topic("geo"))
     # The broken result did not count as geo's answer: the real one, later, did.
-    assert msg.json["outcome"] == "approve" and msg.json["missing_agents"] == []
-    assert msg.json["agents"]["geo"] == {"score": 0.0, "reasons": []}
+    assert decision["outcome"] == "approve" and decision["missing_agents"] == []
+    assert decision["agents"]["geo"] == {"score": 0.0, "reasons": []}
     assert invalid_internal_messages(app) == {"agent.geo.results": 1.0}
 
 
@@ -168,15 +174,8 @@ async def test_a_request_that_cannot_be_joined_is_counted_and_skipped_and_the_re
     app = create_app(settings)
     broken = orjson.loads(request())
     broken["requested_at"] = "yesterday"  # no deadline could be worked out from it
-    async with Harness(app, "join_and_decide") as h:
-        key = AID.encode()
-        await h.put(orjson.dumps(broken), key, topic=topics.DECISION_REQUESTS)
-        await h.put(request(), key, topic=topics.DECISION_REQUESTS)
-        for agent in ("velocity", "profile", "geo"):
-            await h.put(result(agent, 0.0), key, topic=topics.results_topic(agent))
-        await h.flush()
-    [msg] = await decisions(settings)
-    assert msg.json["outcome"] == "approve" and msg.json["missing_agents"] == []
+    decision = await decided_after_a_stray(settings, app, broken, topics.DECISION_REQUESTS)
+    assert decision["outcome"] == "approve" and decision["missing_agents"] == []
     assert invalid_internal_messages(app) == {"agent.decision.requests": 1.0}
 
 

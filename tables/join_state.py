@@ -110,6 +110,7 @@ def complete(state: Analysis) -> bool:
 
 
 REQUEST = "request"  # the part of a join that is its analysis request
+_REQUEST_ONLY = (REQUEST,)
 
 
 def parts_of(state: Analysis) -> set[str]:
@@ -117,16 +118,9 @@ def parts_of(state: Analysis) -> set[str]:
     return ({REQUEST} if state.request is not None else set()) | state.results.keys()
 
 
-def waits_for(state: Analysis) -> set[str]:
+def waits_for(state: Analysis) -> tuple[str, ...]:
     """What a join waits for: its request, then the expected agents that did not answer."""
-    return set(_waits(state))
-
-
-def _waits(state: Analysis) -> tuple[str, ...]:
     return _REQUEST_ONLY if state.request is None else state.missing
-
-
-_REQUEST_ONLY = (REQUEST,)
 
 
 def parts_to_hold(
@@ -208,7 +202,7 @@ class PendingJoins:
             pending = self._by_id[analysis_id] = Pending(
                 Analysis(analysis_id), partition, now_ms, stamp_ms
             )
-            _counter(self._waiting, partition).update(_waits(pending.state))
+            _counter(self._waiting, partition).update(waits_for(pending.state))
         pending.tokens.append(token)
         return pending
 
@@ -228,7 +222,7 @@ class PendingJoins:
                 parts[agent] += 1
         if state.request is not None or old.request is not None:  # else both wait for the request
             waiting = _counter(self._waiting, partition)
-            before, after = _waits(old), _waits(state)  # a few parts each: no sets
+            before, after = waits_for(old), waits_for(state)  # a few parts each: no sets
             for part in before:
                 if part not in after:
                     waiting[part] -= 1
@@ -271,7 +265,7 @@ class PendingJoins:
         if pending is not None:
             p = pending.partition
             _counter(self._parts, p).subtract(parts_of(pending.state))
-            _counter(self._waiting, p).subtract(_waits(pending.state))
+            _counter(self._waiting, p).subtract(waits_for(pending.state))
         return pending
 
     def drop_partitions(self, partitions: set[int]) -> list[Pending]:

@@ -176,7 +176,7 @@ def register(
     def still_unread(state: Analysis, partition: int) -> list[str]:
         return unread_answers(
             state,
-            _deadline_ms(state),
+            state.deadline_ms,
             lambda agent, at_ms: read_past(PART_TOPICS[agent], partition, at_ms),
         )
 
@@ -201,7 +201,7 @@ def register(
 
     def wait_for(pending: Pending, agent: str) -> None:
         state = pending.state
-        overdue.wait(PART_TOPICS[agent], pending.partition, _deadline_ms(state), state.analysis_id)
+        overdue.wait(PART_TOPICS[agent], pending.partition, state.deadline_ms, state.analysis_id)
 
     async def join(event: faust.EventT) -> None:
         msg = event.message
@@ -251,7 +251,7 @@ def register(
             state = with_request(state, request)
             if not wait_for_all and state is not pending.state:
                 pending.request_at = [msg.topic, msg.partition, msg.offset]
-                heapq.heappush(due, (_deadline_ms(state), analysis_id))
+                heapq.heappush(due, (state.deadline_ms, analysis_id))
         elif answer is not None:
             state = with_result(state, answer)
         joins.update(pending, state)
@@ -261,7 +261,7 @@ def register(
             not wait_for_all
             and msg.topic == topics.DECISION_DEADLINES
             and state.request is not None
-            and now >= _deadline_ms(state)
+            and now >= state.deadline_ms
         )
         if not (complete(state) or deadline_passed):
             return
@@ -294,7 +294,7 @@ def register(
             state,
             policy,
             decided_at=ms_to_rfc3339(now),
-            latency_ms=float(now - _requested_ms(state)),
+            latency_ms=float(now - state.requested_ms),
         )
         # An overdue join is decided after its batch: not by the current event.
         decided.put(key, orjson.dumps({"decision": doc, "decided_by": position}), pending.partition)
@@ -392,12 +392,3 @@ def deadline_tick(analysis_id: str, fired_at: str) -> Outgoing:
 
 def _tps(parts: set[str], partition: int) -> set[TP]:
     return {TP(PART_TOPICS[part], partition) for part in parts}
-
-
-def _requested_ms(state: Analysis) -> int:
-    assert state.request is not None
-    return int(state.request["requested_ms"])  # request_of
-
-
-def _deadline_ms(state: Analysis) -> int:
-    return state.deadline_at_ms(_requested_ms(state))

@@ -37,9 +37,17 @@ class Analysis:
     def missing_agents(self) -> list[str]:
         return list(self.missing)
 
-    def deadline_at_ms(self, requested_at_ms: int) -> int:
+    @property
+    def requested_ms(self) -> int:
+        """When the orchestrator asked, in epoch ms (``request_of`` reads it)."""
         assert self.request is not None
-        return requested_at_ms + int(self.request["deadline_ms"])
+        return self.request["requested_ms"]  # type: ignore[no-any-return]
+
+    @property
+    def deadline_ms(self) -> int:
+        """The epoch ms at which it is decided without the agents that did not answer."""
+        assert self.request is not None
+        return self.requested_ms + self.request["deadline_ms"]  # type: ignore[no-any-return]
 
 
 def with_request(state: Analysis, request: dict[str, Any]) -> Analysis:

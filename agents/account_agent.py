@@ -17,7 +17,7 @@ from agents.contracts import RequestedTransaction, TransactionFields, now_rfc333
 from agents.output import Outgoing, Output
 from agents.results import agent_result
 from agents.steps import Step
-from agents.table_rows import TableRows
+from agents.table_rows import HeldWrites, TableRows, watch_held_writes
 from apps.metrics import Metrics
 from tables.agents import AccountTables
 
@@ -88,7 +88,14 @@ def register_account_agent(
     metrics: Metrics,
     *,
     max_events: int,
-) -> None:
+    write_interval_s: float = 0.0,
+) -> TableRows:
+    """The agent's wiring; returns its accounts' rows, whose held writes lookups read first.
+
+    ``write_interval_s``: how long the tables' writes, and the acknowledgements
+    of the requests that made them, may be held to be written out with later
+    batches' (``HeldWrites``); 0: after every batch.
+    """
     requests = input_topic(app, topics.requests_topic(agent))
     results = Output(app, topics.results_topic(agent))
     # Label lookups resolved once, not per event.
@@ -100,9 +107,11 @@ def register_account_agent(
     )
 
     accounts, results_table = TableRows(app, tables.accounts), TableRows(app, tables.results)
+    held = HeldWrites(accounts, results_table, interval_s=write_interval_s)
 
     async def score_accounts(stream: faust.StreamT) -> None:
-        batches = Batches(stream, max_events, metrics.batches(f"score_{agent}"))
+        # Acknowledged by ``held``, once the tables' writes are written out.
+        batches = Batches(stream, max_events, metrics.batches(f"score_{agent}"), acks=False)
         async for batch in batches:
             outgoing: list[Outgoing] = []  # sent once the tables are written
             for event in batches.each(batch):
@@ -120,9 +129,10 @@ def register_account_agent(
                     published.inc()
                     scores.observe(scored.score)
                 outgoing.append((request["analysis_id"].encode(), scored.result, None))
-            # An account with several transactions in the batch: one changelog message.
-            await accounts.flush()
-            await results_table.flush()
             await results.send_many(outgoing)
+            # An account with several transactions in the batches held: one changelog message.
+            await held.after_batch(batch)
 
     app.agent(requests, name=f"score_{agent}")(score_accounts)
+    watch_held_writes(app, held)
+    return accounts

@@ -32,13 +32,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     metrics = Metrics.create(app.prometheus_registry)
     tables = declare_geo(app, settings)
     rules = GeoRules(impossible_travel_kmh=settings.impossible_travel_kmh)
-    register_account_agent(
+    accounts = register_account_agent(
         app,
         "geo",
         tables,
         partial(geo_step, rules=rules),
         metrics,
         max_events=settings.batch_max_events,
+        write_interval_s=settings.table_write_interval_ms / 1000.0,
     )
     install_common_views(app)
 
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             return geo_view(GeoState.from_dict(orjson.loads(raw)), account_id)
 
         return await routed_lookup(
-            app, request, tables.accounts, account_id, render, "geo state for account"
+            app, request, tables.accounts, account_id, render, "geo state for account", accounts
         )
 
     return app

@@ -32,8 +32,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     metrics = Metrics.create(app.prometheus_registry)
     tables = declare_profile(app, settings)
     step = partial(profile_step, rules=ProfileRules())
-    register_account_agent(
-        app, "profile", tables, step, metrics, max_events=settings.batch_max_events
+    accounts = register_account_agent(
+        app,
+        "profile",
+        tables,
+        step,
+        metrics,
+        max_events=settings.batch_max_events,
+        write_interval_s=settings.table_write_interval_ms / 1000.0,
     )
     install_common_views(app)
 
@@ -43,7 +49,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             return profile_view(Profile.from_dict(orjson.loads(raw)), account_id)
 
         return await routed_lookup(
-            app, request, tables.accounts, account_id, render, "profile for account"
+            app, request, tables.accounts, account_id, render, "profile for account", accounts
         )
 
     return app

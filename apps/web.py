@@ -13,6 +13,8 @@ from aiohttp import web as aioweb
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 
+from agents.table_rows import TableRows
+
 log = logging.getLogger(__name__)
 
 ROUTED_HEADER = "X-Riskstream-Routed"
@@ -80,11 +82,14 @@ async def routed_lookup(
     key: str,
     render: Callable[[bytes], Any],
     what: str,
+    rows: TableRows | None = None,
 ) -> Response:
     """Answer a lookup of `key` in `table` from the worker that owns its partition.
 
     The table key must be the source message key serialised the same way (raw
     UTF-8), or the hash that picks the owner points at the wrong worker.
+    ``rows``: the agent's rows of the table, whose writes not yet written out
+    are read first.
     """
     if not is_ready(app):
         return json_error(503, "rebalancing or recovering tables; retry shortly")
@@ -99,7 +104,9 @@ async def routed_lookup(
             return json_error(503, "partition ownership is changing; retry shortly")
         return await _forward(app, request, owner)
     served_by = {SERVED_BY_HEADER: f"{me[0]}:{me[1]}"}
-    raw = table.get(key.encode())
+    written, raw = rows.written(key.encode()) if rows is not None else (False, None)
+    if not written:
+        raw = table.get(key.encode())
     if raw is None:
         return json_response(
             {"error": f"no {what} {key!r}", "status": 404, "key": key}, 404, served_by

@@ -12,7 +12,7 @@ from agents.contracts import AGENT_NAMES, SourcePosition, Transaction, dumps, no
 from agents.fanout import fan_out
 from agents.ordering import install_source_watermarks
 from agents.output import Outgoing, Output
-from agents.table_rows import TableRows
+from agents.table_rows import HeldWrites, TableRows, watch_held_writes
 from agents.validation import Rejected, dead_letter, fingerprint, parse_transaction
 from apps.metrics import Metrics
 from apps.settings import Settings
@@ -33,6 +33,8 @@ def register(
     dead_letters = Output(app, topics.DEAD_LETTERS)
     decision_requests = Output(app, topics.DECISION_REQUESTS)
     seen = TableRows(app, tables.seen_transactions)
+    # Both agents' batches: acknowledged once the ids they saw are written out.
+    held = HeldWrites(seen, interval_s=settings.table_write_interval_ms / 1000.0)
     agent_requests = [Output(app, topics.requests_topic(name)) for name in AGENT_NAMES]
     velocity_requests = agent_requests[AGENT_NAMES.index("velocity")]
     request_outputs = [*agent_requests, decision_requests]
@@ -76,8 +78,7 @@ def register(
             metrics.transactions_accepted.inc()
         else:
             # Same body again: a redelivery or a resend. Sending the requests again
-            # is safe (agents and decision are idempotent per transaction) and covers
-            # a crash between the table write and the sends.
+            # is safe: agents and decision are idempotent per transaction.
             metrics.duplicates.labels("orchestrator").inc()
         out = fan_out(
             tx,
@@ -98,7 +99,7 @@ def register(
         await dead_letters.send(key=key, value=dumps(letter))
 
     async def analyse(stream: faust.StreamT, name: str, may_rekey: bool) -> None:
-        batches = Batches(stream, settings.batch_max_events, metrics.batches(name))
+        batches = Batches(stream, settings.batch_max_events, metrics.batches(name), acks=False)
         async for batch in batches:
             outgoing: dict[Output, list[Outgoing]] = {t: [] for t in request_outputs}
             parsed_batch = []  # for the watermarks, when kept
@@ -107,7 +108,6 @@ def register(
                 await send_for(event, parsed, may_rekey, outgoing)
                 if watermarks is not None:
                     parsed_batch.append((event, parsed))
-            await seen.flush()
             for topic, messages in outgoing.items():
                 for sent in await topic.send_many(messages):
                     if watermarks is not None and topic is velocity_requests:
@@ -119,6 +119,7 @@ def register(
                     watermarks.observe(
                         event, None if isinstance(parsed, Rejected) else parsed.event_time_ms
                     )
+            await held.after_batch(batch)
 
     @app.agent(transactions, name="validate_transactions")
     async def validate_transactions(stream: faust.StreamT) -> None:
@@ -127,6 +128,8 @@ def register(
     @app.agent(by_account, name="analyse_rekeyed_transactions")
     async def analyse_rekeyed_transactions(stream: faust.StreamT) -> None:
         await analyse(stream, "analyse_rekeyed_transactions", may_rekey=False)
+
+    watch_held_writes(app, held)
 
 
 def _source_of(event: faust.EventT) -> SourcePosition:

@@ -113,7 +113,7 @@ def register_account_agent(
         # Acknowledged by ``held``, once the tables' writes are written out.
         batches = Batches(stream, max_events, metrics.batches(f"score_{agent}"), acks=False)
         async for batch in batches:
-            outgoing: list[Outgoing] = []  # sent once the tables are written
+            outgoing: list[Outgoing] = []  # sent with the batch; the tables' writes may be held
             for event in batches.each(batch):
                 try:
                     request, tx = parse_request(event.value)

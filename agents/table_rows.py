@@ -160,7 +160,9 @@ class HeldWrites:
 
     Paced, a batch holds a message or two, and flushing each batch's writes
     (one record batch per table and partition to the producer, a RocksDB write
-    batch each) was a fifth of what such a batch cost. Held, the writes of
+    batch each) was a good part of what such a batch cost: holding them took
+    about a tenth off the profile service's CPU alone at 100-1,000/s
+    (docs/benchmarks.md, Table writes held over batches). Held, the writes of
     the batches of ``interval_s`` go out together: ``after_batch(events)``
     writes them out once ``interval_s`` passed since the last time, and a
     timer calls ``write_out_due()`` for what the last batches left.

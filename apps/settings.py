@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # them and lets the rest of the worker run (agents/batches.py).
     batch_max_events: int = Field(500, ge=1, le=100_000)
     # How long the orchestrator, profile and geo may hold their tables' writes, and the
-    # acknowledgements of the requests that made them, to write them out with
+    # acknowledgements of the messages that made them, to write them out with
     # later batches' (agents/table_rows.py HeldWrites); 0: after every batch.
     table_write_interval_ms: int = Field(100, ge=0, le=10_000)
     # Check listed end offsets against a fetch before table recovery (see apps/compat.py).

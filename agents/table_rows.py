@@ -137,6 +137,38 @@ class TableRows(MutableMapping[bytes, bytes]):
         return event.message.partition
 
 
+class WrittenFirst(Mapping[bytes, bytes]):
+    """A table as lookups read it: the rows' writes not yet written out first, then the table.
+
+    For readers with no current event (HTTP views), which ``TableRows.get`` needs.
+    """
+
+    def __init__(self, rows: TableRows, table: Mapping[bytes, bytes]) -> None:
+        self.rows = rows
+        self.table = table
+
+    def __getitem__(self, key: bytes) -> bytes:
+        written, value = self.rows.written(key)
+        if not written:
+            return self.table[key]
+        if value is None:  # deleted, not yet written out
+            raise KeyError(key)
+        return value
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        written, value = self.rows.written(key)
+        if not written:
+            return self.table.get(key, default)
+        return default if value is None else value
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The table's keys (the held writes' are not among them until written out)."""
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 def write_batches(
     pending: Mapping[bytes, tuple[bytes | None, int]], partition_db: Callable[[int], Any]
 ) -> None:

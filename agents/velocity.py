@@ -10,9 +10,6 @@ watermarks (agents/ordering.py); with ``arrival`` it scores each as it comes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import faust
 import orjson
 
@@ -24,7 +21,7 @@ from agents.ordering import MARKER, OrderedMerchantStage, RelayedWatermarks
 from agents.output import Outgoing, Output
 from agents.results import agent_result
 from agents.scoring import VelocityRules, score_velocity
-from agents.table_rows import TableRows
+from agents.table_rows import HeldWrites, TableRows, watch_held_writes
 from apps.metrics import Metrics
 from apps.settings import Settings
 from tables.agents import VelocityTables
@@ -33,7 +30,17 @@ from tables.merchant_windows import MerchantWindow
 from tables.windows import AccountWindow
 
 
-def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics: Metrics) -> None:
+def register(
+    app: faust.App, settings: Settings, tables: VelocityTables, metrics: Metrics
+) -> tuple[TableRows, TableRows]:
+    """The stages' wiring; returns the account and merchant rows, whose held writes
+    lookups read first.
+
+    Both stages hold their tables' writes, and the acknowledgements of the
+    messages that made them, for up to ``table_write_interval_ms``
+    (``HeldWrites``), except the merchant stage in event-time order, which
+    writes out each transaction it releases.
+    """
     requests = input_topic(app, topics.requests_topic("velocity"))
     by_merchant = input_topic(app, topics.VELOCITY_BY_MERCHANT)
     forwards = Output(app, topics.VELOCITY_BY_MERCHANT)
@@ -46,6 +53,11 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     account_rows = TableRows(app, tables.account_velocity)
     merchant_rows = TableRows(app, tables.merchant_velocity)
     results_rows = TableRows(app, tables.results)
+    held = HeldWrites(
+        account_rows,
+        *(() if ordered else (merchant_rows, results_rows)),
+        interval_s=settings.table_write_interval_ms / 1000.0,
+    )
     # Windows kept parsed between transactions, per stage.
     accounts = WindowCache(settings.window_cache_mb * 1024**2)
     merchants = WindowCache(settings.window_cache_mb * 1024**2)
@@ -67,8 +79,12 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
 
     @app.agent(requests, name="count_account_velocity")
     async def count_account_velocity(stream: faust.StreamT) -> None:
+        # Acknowledged by ``held``, once the accounts' writes are written out.
         batches = Batches(
-            stream, settings.batch_max_events, metrics.batches("count_account_velocity")
+            stream,
+            settings.batch_max_events,
+            metrics.batches("count_account_velocity"),
+            acks=False,
         )
         writes = account_writes()
         async for batch in batches:
@@ -105,13 +121,13 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
                 }
                 forwarded.append((tx.merchant_id.encode(), orjson.dumps(forward), None))
             await forwards.send_many(forwarded)
-            writes.flush(batches.current)
-            await account_rows.flush()
+            writes.flush(batches.current)  # to the rows, where the next batches read them
             if relay is not None:
                 # Each partition's last offset: everything before it was processed too.
                 last = {event.message.partition: event.message.offset for event in batch}
                 for partition, offset in last.items():
                     await relay.processed(partition, offset)
+            await held.after_batch(batch)
 
     def score(
         forward: dict,
@@ -155,14 +171,6 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         scores.observe(result["score"])
         return analysis_key, encoded
 
-    async def write_merchants(
-        writes: BatchWrites[MerchantWindow], before_write: Callable[[Any], None]
-    ) -> None:
-        """The merchant windows and results scored since the last call, to table and changelog."""
-        writes.flush(before_write)
-        await merchant_rows.flush()
-        await results_rows.flush()
-
     def read_forward(event: faust.EventT) -> tuple[dict, int] | None:
         try:
             forward = orjson.loads(event.value)
@@ -186,28 +194,35 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
         if any(tp.topic == topics.VELOCITY_BY_MERCHANT for tp in revoked):
             merchants.clear()
 
+    watch_held_writes(app, held)
     if relay is None:
 
         @app.agent(by_merchant, name="score_velocity")
         async def score_merchant_velocity(stream: faust.StreamT) -> None:
-            batches = Batches(stream, settings.batch_max_events, metrics.batches("score_velocity"))
+            # Acknowledged by ``held``, once the merchants' and results' writes are written out.
+            batches = Batches(
+                stream, settings.batch_max_events, metrics.batches("score_velocity"), acks=False
+            )
             writes = merchant_writes()
             async for batch in batches:
-                outgoing: list[Outgoing] = []
+                outgoing: list[Outgoing] = []  # sent with the batch; the tables' writes may be held
                 for event in batches.each(batch):
                     read = read_forward(event)
                     if read is not None and MARKER not in read[0]:
                         outgoing.append((*score(*read, writes, event), None))
-                await write_merchants(writes, batches.current)
+                writes.flush(batches.current)  # to the rows, where the next batches read them
                 await results.send_many(outgoing)
+                await held.after_batch(batch)
 
-        return
+        return account_rows, merchant_rows
 
     async def score_now(forward: dict, time_ms: int) -> None:
         # Held transactions are released one at a time, within the stream's event.
         writes = merchant_writes()
         key, value = score(forward, time_ms, writes, None)
-        await write_merchants(writes, lambda _event: None)  # the stream's event is current
+        writes.flush(lambda _event: None)  # the stream's event is current
+        await merchant_rows.flush()
+        await results_rows.flush()
         await results.send(key=key, value=value)
 
     watermarks = input_topic(app, topics.VELOCITY_WATERMARKS)
@@ -245,3 +260,5 @@ def register(app: faust.App, settings: Settings, tables: VelocityTables, metrics
     async def drop_held(app: faust.App, revoked: set, **kwargs: object) -> None:
         stage.revoke({tp for tp in revoked if tp.topic == topics.VELOCITY_BY_MERCHANT})
         relay.revoke({tp.partition for tp in revoked if tp.topic == requests.get_topic_name()})
+
+    return account_rows, merchant_rows

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # At most this many messages a batching agent handles before it acknowledges
     # them and lets the rest of the worker run (agents/batches.py).
     batch_max_events: int = Field(500, ge=1, le=100_000)
-    # How long the orchestrator, profile and geo may hold their tables' writes, and the
+    # How long the orchestrator and the agents may hold their tables' writes, and the
     # acknowledgements of the messages that made them, to write them out with
     # later batches' (agents/table_rows.py HeldWrites); 0: after every batch.
     table_write_interval_ms: int = Field(100, ge=0, le=10_000)

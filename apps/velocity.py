@@ -17,6 +17,7 @@ from faust.web import Request, Response, View
 
 from agents import velocity
 from agents.contracts import ms_to_rfc3339
+from agents.table_rows import WrittenFirst
 from apps.factory import make_app
 from apps.metrics import Metrics
 from apps.settings import Settings, load_settings
@@ -49,26 +50,32 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app = make_app("velocity", settings)
     metrics = Metrics.create(app.prometheus_registry)
     tables = declare_velocity(app, settings)
-    velocity.register(app, settings, tables, metrics)
+    account_rows, merchant_rows = velocity.register(app, settings, tables, metrics)
     install_common_views(app)
 
     @app.page("/accounts/{account_id}/velocity")
     async def account_velocity(self: View, request: Request, account_id: str) -> Response:
         def render(own: bytes) -> dict:
             key, cap = account_id.encode(), settings.max_events_per_account
-            state = load_rows(AccountWindow, tables.account_velocity, key, own, cap)
-            return account_view(state, account_id)
+            rows = WrittenFirst(account_rows, tables.account_velocity)
+            return account_view(load_rows(AccountWindow, rows, key, own, cap), account_id)
 
         return await routed_lookup(
-            app, request, tables.account_velocity, account_id, render, "velocity state for account"
+            app,
+            request,
+            tables.account_velocity,
+            account_id,
+            render,
+            "velocity state for account",
+            rows=account_rows,
         )
 
     @app.page("/merchants/{merchant_id}/velocity")
     async def merchant_velocity(self: View, request: Request, merchant_id: str) -> Response:
         def render(own: bytes) -> dict:
             key, cap = merchant_id.encode(), settings.max_events_per_merchant
-            state = load_rows(MerchantWindow, tables.merchant_velocity, key, own, cap)
-            return merchant_view(state, merchant_id)
+            rows = WrittenFirst(merchant_rows, tables.merchant_velocity)
+            return merchant_view(load_rows(MerchantWindow, rows, key, own, cap), merchant_id)
 
         return await routed_lookup(
             app,
@@ -77,6 +84,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             merchant_id,
             render,
             "velocity state for merchant",
+            rows=merchant_rows,
         )
 
     return app

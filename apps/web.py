@@ -13,7 +13,7 @@ from aiohttp import web as aioweb
 from faust.sensors.prometheus import setup_prometheus_sensors
 from faust.web import Request, Response, View
 
-from agents.table_rows import TableRows
+from agents.table_rows import TableRows, WrittenFirst
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ async def routed_lookup(
             return json_error(503, "partition ownership is changing; retry shortly")
         return await _forward(app, request, owner)
     served_by = {SERVED_BY_HEADER: f"{me[0]}:{me[1]}"}
-    written, raw = rows.written(key.encode()) if rows is not None else (False, None)
-    if not written:
-        raw = table.get(key.encode())
+    raw = (table if rows is None else WrittenFirst(rows, table)).get(key.encode())
     if raw is None:
         return json_response(
             {"error": f"no {what} {key!r}", "status": 404, "key": key}, 404, served_by

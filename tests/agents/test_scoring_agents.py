@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from faust.types import TP
 
 from agents import topics
 from agents.contracts import Transaction
@@ -186,6 +187,47 @@ async def test_velocity_counts_the_account_then_the_merchant_and_scores_a_burst(
     assert {r["code"] for r in out["tx-3"][0]["reasons"]} >= {"VELOCITY_BURST_1M"}
     first, copy = out["tx-0"]
     assert copy | {"processed_at": None} == first | {"processed_at": None}
+
+
+async def test_both_velocity_stages_hold_their_writes_until_written_out(settings):
+    # The first batch after a quiet spell is written out at once; the next ones
+    # are held (the interval is long here) until a rebalance takes partitions away.
+    settings = settings.model_copy(
+        update={"store": "rocksdb://", "table_write_interval_ms": 10_000}
+    )
+
+    async def changelog(table: str) -> list:
+        name = f"velocity-{table}-changelog"
+        return await read_topic(
+            settings.bootstrap_servers, name, settings.partitions, idle_s=1.0, timeout_s=10
+        )
+
+    app = velocity.create_app(settings)
+    revoked = {TP(topics.requests_topic("velocity"), 0), TP(topics.VELOCITY_BY_MERCHANT, 0)}
+    async with Harness(app, "count_account_velocity") as h:
+        await h.put(request("tx-1", 0), b"acct-1")
+        await h.put(request("tx-2", 1), b"acct-1")
+        await h.flush()
+        assert [m.key for m in await changelog("account_velocity")] == [b"acct-1"]
+        await app.on_partitions_revoked.send(revoked)
+        written = await changelog("account_velocity")
+    assert [m.key for m in written] == [b"acct-1", b"acct-1"]
+    assert len(orjson.loads(written[-1].value)["events"]) == 2
+
+    forwards = await read_topic(
+        settings.bootstrap_servers, topics.VELOCITY_BY_MERCHANT, settings.partitions, until=2
+    )
+    app2 = velocity.create_app(settings)
+    async with Harness(app2, "score_velocity") as h:
+        for m in forwards:
+            await h.put(m.value, m.key, partition=0, topic=topics.VELOCITY_BY_MERCHANT)
+        await h.flush()
+        assert len(await results(settings, "velocity", 2)) == 2  # sent with their batch
+        assert len(await changelog("merchant_velocity")) == 1
+        assert len(await changelog("velocity_results")) == 1
+        await app2.on_partitions_revoked.send(revoked)
+        assert len(await changelog("merchant_velocity")) == 2
+        assert len(await changelog("velocity_results")) == 2
 
 
 def invalid_internal(app) -> dict[str, float]:

@@ -13,7 +13,7 @@ from faust.events import Event
 from faust.streams import _current_event
 from faust.types import TP, Message
 
-from agents.table_rows import HeldWrites, TableRows, watch_held_writes
+from agents.table_rows import HeldWrites, TableRows, WrittenFirst, watch_held_writes
 from apps.factory import make_app
 from tests.kafka_helpers import read_topic
 
@@ -174,4 +174,26 @@ async def test_held_writes_are_written_out_before_partitions_are_taken_away(rows
     assert acked == [] and table.data._db_for_partition(1).get(b"r") is None
     await app.on_partitions_revoked.send({TP("agent.profile.requests", 1)})
     assert acked == ["e1"] and table.data._db_for_partition(1).get(b"r") == b"v"
+    del event
+
+
+async def test_a_lookup_reads_the_held_writes_first_then_the_table(rows):
+    app, table, rows_, _settings = rows
+    event = _current(app, 1)
+    rows_[b"kept"] = b"old"
+    rows_[b"gone"] = b"old"
+    await rows_.flush()
+    rows_[b"kept"] = b"new"
+    rows_[b"added"] = b"v"
+    del rows_[b"gone"]
+    db = table.data._db_for_partition(1)
+    assert (db.get(b"kept"), db.get(b"added"), db.get(b"gone")) == (b"old", None, b"old")
+    lookup = WrittenFirst(rows_, {k: db.get(k) for k in (b"kept", b"gone")})
+    assert lookup.get(b"kept") == b"new" and lookup[b"added"] == b"v"
+    assert lookup.get(b"gone") is None and lookup.get(b"gone", b"-") == b"-"
+    with pytest.raises(KeyError):
+        lookup[b"gone"]
+    assert lookup.get(b"never") is None
+    await rows_.flush()
+    assert WrittenFirst(rows_, {b"kept": db.get(b"kept")}).get(b"kept") == b"new"
     del event

